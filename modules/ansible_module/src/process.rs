@@ -1,0 +1,419 @@
+//! Running external programs the one way modules do it.
+//!
+//! `LC_ALL=C` so that output can be parsed, stdout and stderr captured, an error that shows the
+//! exit code and the trimmed stderr (secrets scrubbed), optionally as another user (root drops to
+//! that user with nix before exec). Secrets go by environment only, never on the command line:
+//! [`Cmd::secret_env`] registers the value for scrubbing as well.
+
+use nix::unistd::{Gid, Group, Uid, User};
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// A user to run as: resolved once, applied in the child before exec.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    /// The user's name.
+    pub name: String,
+    /// Its uid.
+    pub uid: Uid,
+    /// Its primary gid.
+    pub gid: Gid,
+    /// Its home directory.
+    pub home: PathBuf,
+    groups: Vec<Gid>,
+}
+
+impl RunAs {
+    /// Look a user up by name (with its supplementary groups).
+    pub fn user(name: &str) -> Result<RunAs, String> {
+        let user = User::from_name(name)
+            .map_err(|e| format!("looking up user '{name}': {e}"))?
+            .ok_or_else(|| format!("user '{name}' does not exist"))?;
+        Ok(Self::from_user(user))
+    }
+
+    /// The owner of a path (for example a PostgreSQL data directory).
+    pub fn owner_of(path: &std::path::Path) -> Result<RunAs, String> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| format!("reading the owner of {}: {e}", path.display()))?;
+        let user = User::from_uid(Uid::from_raw(meta.uid()))
+            .map_err(|e| format!("looking up uid {}: {e}", meta.uid()))?
+            .ok_or_else(|| {
+                format!(
+                    "the owner of {} (uid {}) has no user entry",
+                    path.display(),
+                    meta.uid()
+                )
+            })?;
+        Ok(Self::from_user(user))
+    }
+
+    fn from_user(user: User) -> RunAs {
+        let groups = std::ffi::CString::new(user.name.clone())
+            .ok()
+            .and_then(|c| nix::unistd::getgrouplist(&c, user.gid).ok())
+            .unwrap_or_else(|| vec![user.gid]);
+        RunAs {
+            name: user.name,
+            uid: user.uid,
+            gid: user.gid,
+            home: user.dir,
+            groups,
+        }
+    }
+
+    /// Whether switching is needed (we are root and the user is another one).
+    pub fn needs_switch(&self) -> bool {
+        Uid::effective() != self.uid
+    }
+
+    /// Make the current process this user, for good (before any work, while single-threaded).
+    /// Does nothing when the process already is that user; fails when it is another non-root user.
+    pub fn become_user(&self) -> Result<(), String> {
+        if !self.needs_switch() {
+            return Ok(());
+        }
+        if !Uid::effective().is_root() {
+            return Err(format!(
+                "cannot switch to user '{}': the module runs as uid {}, not root",
+                self.name,
+                Uid::effective()
+            ));
+        }
+        self.apply()
+            .map_err(|e| format!("switching to user '{}': {e}", self.name))?;
+        std::env::set_var("HOME", &self.home);
+        std::env::set_var("USER", &self.name);
+        std::env::set_var("LOGNAME", &self.name);
+        Ok(())
+    }
+
+    fn apply(&self) -> nix::Result<()> {
+        nix::unistd::setgroups(&self.groups)?;
+        nix::unistd::setgid(self.gid)?;
+        nix::unistd::setuid(self.uid)
+    }
+
+    /// The user's primary group name.
+    pub fn group_name(&self) -> Option<String> {
+        Group::from_gid(self.gid).ok().flatten().map(|g| g.name)
+    }
+}
+
+/// A program to run.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    program: OsString,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    stdin: Option<Vec<u8>>,
+    run_as: Option<RunAs>,
+    cwd: Option<PathBuf>,
+}
+
+/// What a finished program left.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    /// Captured stdout (lossy UTF-8).
+    pub stdout: String,
+    /// Captured stderr (lossy UTF-8).
+    pub stderr: String,
+}
+
+impl Output {
+    /// Exit code 0.
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+}
+
+/// Why a program did not succeed.
+#[derive(Debug)]
+pub enum CmdError {
+    /// It could not be started.
+    Spawn {
+        /// The command line.
+        command: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// It ran and exited non-zero (or was killed).
+    Failed {
+        /// The command line.
+        command: String,
+        /// What it left.
+        output: Output,
+    },
+}
+
+impl CmdError {
+    /// The exit code, when it ran.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            CmdError::Failed { output, .. } => output.code,
+            CmdError::Spawn { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for CmdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CmdError::Spawn { command, source } => write!(f, "could not run `{command}`: {source}"),
+            CmdError::Failed { command, output } => {
+                match output.code {
+                    Some(code) => write!(f, "`{command}` exited with code {code}")?,
+                    None => write!(f, "`{command}` was killed by a signal")?,
+                }
+                let detail = if output.stderr.trim().is_empty() {
+                    output.stdout.trim()
+                } else {
+                    output.stderr.trim()
+                };
+                if !detail.is_empty() {
+                    write!(f, ": {}", crate::scrub_str(&tail(detail, 2000)))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for CmdError {}
+
+/// The last `max` bytes of `text`, on a character boundary.
+fn tail(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut start = text.len() - max;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &text[start..])
+}
+
+impl Cmd {
+    /// A program (found on PATH unless absolute).
+    pub fn new(program: impl AsRef<OsStr>) -> Self {
+        Cmd {
+            program: program.as_ref().to_owned(),
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: None,
+            run_as: None,
+            cwd: None,
+        }
+    }
+    /// Add one argument.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+    /// Add arguments.
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.args
+            .extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+    /// Set an environment variable.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env
+            .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+    /// Pass a secret by environment; it is masked in every output from then on.
+    pub fn secret_env(self, key: impl AsRef<OsStr>, secret: &crate::Secret) -> Self {
+        crate::register_secret(secret.expose());
+        self.env(key, secret.expose())
+    }
+    /// Feed this to stdin (otherwise stdin is /dev/null).
+    pub fn stdin(mut self, data: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(data.into());
+        self
+    }
+    /// Run as this user (when we are root and it is another user).
+    pub fn run_as(mut self, user: Option<&RunAs>) -> Self {
+        self.run_as = user.filter(|u| u.needs_switch()).cloned();
+        self
+    }
+    /// Working directory.
+    pub fn current_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+
+    /// The command line as it would be shown (no environment, so no secrets).
+    pub fn display(&self) -> String {
+        std::iter::once(&self.program)
+            .chain(self.args.iter())
+            .map(|a| quote(&a.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Run and return what it left, whatever its exit code.
+    pub fn output(&self) -> Result<Output, CmdError> {
+        let mut command = Command::new(&self.program);
+        command
+            .args(&self.args)
+            .env("LC_ALL", "C")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command.stdin(if self.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        for (k, v) in &self.env {
+            command.env(k, v);
+        }
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
+        if let Some(user) = self.run_as.clone() {
+            command
+                .env("HOME", &user.home)
+                .env("USER", &user.name)
+                .env("LOGNAME", &user.name);
+            if self.cwd.is_none() {
+                // Root's cwd is often unreadable to the user; some programs (pg_ctl) stat it.
+                command.current_dir("/");
+            }
+            use std::os::unix::process::CommandExt as _;
+            #[allow(unsafe_code)]
+            // SAFETY: the closure runs in the forked child before exec and only makes the
+            // async-signal-safe setgroups/setgid/setuid system calls on values resolved beforehand.
+            unsafe {
+                command.pre_exec(move || user.apply().map_err(std::io::Error::from));
+            }
+        }
+        let spawn_err = |source| CmdError::Spawn {
+            command: self.display(),
+            source,
+        };
+        let mut child = command.spawn().map_err(spawn_err)?;
+        if let Some(data) = &self.stdin {
+            if let Some(mut pipe) = child.stdin.take() {
+                // A program that exits without reading all of stdin is not our error here.
+                let _ = pipe.write_all(data);
+            }
+        }
+        let out = child.wait_with_output().map_err(spawn_err)?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Run and require exit code 0.
+    pub fn run(&self) -> Result<Output, CmdError> {
+        let output = self.output()?;
+        if output.success() {
+            Ok(output)
+        } else {
+            Err(CmdError::Failed {
+                command: self.display(),
+                output,
+            })
+        }
+    }
+}
+
+/// Shell-style quoting for display only.
+fn quote(arg: &str) -> String {
+    if !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@%+".contains(c))
+    {
+        arg.to_owned()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn captures_output_with_c_locale() {
+        let out = Cmd::new("sh")
+            .args(["-c", "echo \"$LC_ALL\"; echo err >&2"])
+            .run()
+            .unwrap();
+        assert_eq!(out.stdout, "C\n");
+        assert_eq!(out.stderr, "err\n");
+    }
+
+    #[test]
+    fn failure_shows_code_and_trimmed_stderr() {
+        let err = Cmd::new("sh")
+            .args(["-c", "echo '  boom happened  ' >&2; exit 56"])
+            .run()
+            .unwrap_err();
+        assert_eq!(err.code(), Some(56));
+        assert_eq!(err.to_string(), "`sh -c 'echo '\\''  boom happened  '\\'' >&2; exit 56'` exited with code 56: boom happened");
+    }
+
+    #[test]
+    fn missing_program_is_a_spawn_error() {
+        let err = Cmd::new("/nonexistent/prog").run().unwrap_err();
+        assert!(matches!(err, CmdError::Spawn { .. }));
+        assert!(
+            err.to_string()
+                .starts_with("could not run `/nonexistent/prog`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secret_env_reaches_the_program_but_not_errors() {
+        let secret = crate::Secret::new("env-canary-77a1");
+        let cmd = Cmd::new("sh")
+            .args(["-c", "echo \"got $TOKEN\" >&2; exit 3"])
+            .secret_env("TOKEN", &secret);
+        assert!(!cmd.display().contains("env-canary-77a1"));
+        let err = cmd.run().unwrap_err();
+        assert_eq!(err.to_string().rsplit(": ").next(), Some("got ********"));
+    }
+
+    #[test]
+    fn stdin_is_fed() {
+        let out = Cmd::new("cat").stdin("hello").run().unwrap();
+        assert_eq!(out.stdout, "hello");
+    }
+
+    #[test]
+    fn runs_as_another_user_when_root() {
+        if !Uid::effective().is_root() {
+            return; // Switching users needs root; the test suite runs as root (README).
+        }
+        let nobody = RunAs::user("nobody").unwrap();
+        let out = Cmd::new("sh")
+            .args(["-c", "id -u; id -G; echo $HOME"])
+            .run_as(Some(&nobody))
+            .run()
+            .unwrap();
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        assert_eq!(lines[0], nobody.uid.to_string());
+        assert!(
+            !lines[1].split(' ').any(|g| g == "0"),
+            "root group kept: {}",
+            lines[1]
+        );
+        assert_eq!(lines[2], nobody.home.to_string_lossy());
+    }
+}

@@ -1,0 +1,187 @@
+//! The compiled module, run as Ansible runs it (argv[1] = arguments file) and as a program (stdin).
+//! Real PostgreSQL scenarios live in the system tests (tests/ at the repository root).
+
+use serde_json::{json, Value};
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("pg_role_detect-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Run with an arguments file, as Ansible does; returns (exit code, decoded JSON).
+fn run_file(name: &str, args: Value) -> (i32, Value) {
+    let dir = scratch(name);
+    let file = dir.join("args");
+    std::fs::write(&file, args.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pg_role_detect"))
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "exactly one JSON line: {text}");
+    (
+        out.status.code().unwrap(),
+        serde_json::from_str(&text).unwrap(),
+    )
+}
+
+fn run_stdin(input: &str) -> (i32, Value) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pg_role_detect"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap(),
+        serde_json::from_slice(&out.stdout).unwrap(),
+    )
+}
+
+/// A loopback port with nothing listening: bind, note the port, close.
+fn dead_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn unknown_option_fails_naming_it() {
+    let (code, out) = run_file(
+        "unknown",
+        json!({"sorce": "sql", "_ansible_check_mode": false}),
+    );
+    assert_eq!(code, 1);
+    assert_eq!(out["failed"], true);
+    let msg = out["msg"].as_str().unwrap();
+    assert!(
+        msg.starts_with("Unsupported parameters for (pg_role_detect) module: sorce."),
+        "{msg}"
+    );
+    assert!(msg.contains("source"), "{msg}");
+}
+
+#[test]
+fn wrong_type_fails_naming_option_and_value() {
+    let (code, out) = run_file("type", json!({"login_port": "fivefourthree"}));
+    assert_eq!(code, 1);
+    let msg = out["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("'login_port'") && msg.contains("fivefourthree"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_choice_fails() {
+    let (_, out) = run_file("choice", json!({"source": "monitor"}));
+    assert_eq!(
+        out["msg"],
+        "value of source must be one of: auto, pg_autoctl, sql, got: monitor"
+    );
+}
+
+#[test]
+fn unreachable_postgres_is_unknown_with_a_warning() {
+    let port = dead_port();
+    let (code, out) = run_file(
+        "down",
+        json!({"source": "sql", "login_host": "127.0.0.1", "login_port": port, "connect_timeout": 3}),
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        (
+            out["role"].clone(),
+            out["is_primary"].clone(),
+            out["changed"].clone()
+        ),
+        (json!("unknown"), json!(false), json!(false))
+    );
+    assert_eq!(out["ansible_facts"]["pg_role"], "unknown");
+    let warning = out["warnings"][0].as_str().unwrap();
+    assert!(
+        warning.contains(&format!("127.0.0.1:{port}")) && warning.contains("refused"),
+        "{warning}"
+    );
+}
+
+#[test]
+fn unreachable_postgres_fails_with_fail_on_unknown_given_as_a_string() {
+    let port = dead_port();
+    let (code, out) = run_file(
+        "down-fail",
+        json!({"source": "sql", "login_host": "127.0.0.1", "port": port.to_string(), "fail_on_unknown": "yes"}),
+    );
+    assert_eq!(code, 1);
+    assert_eq!(out["failed"], true);
+    let msg = out["msg"].as_str().unwrap();
+    assert!(
+        msg.starts_with(
+            "the role of this node is unknown: connecting to PostgreSQL at postgres@127.0.0.1:"
+        ),
+        "{msg}"
+    );
+    assert_eq!(out["role"], "unknown");
+}
+
+#[test]
+fn password_never_appears_in_the_output() {
+    let port = dead_port();
+    let canary = "pw-canary-51c3e";
+    let (_, out) = run_file(
+        "secret",
+        json!({"source": "sql", "login_host": "127.0.0.1", "login_port": port, "login_password": canary}),
+    );
+    assert!(!out.to_string().contains(canary), "{out}");
+    assert_eq!(
+        out["invocation"]["module_args"]["login_password"],
+        ansible_module::NO_LOG_PLACEHOLDER
+    );
+}
+
+#[test]
+fn reads_arguments_from_stdin_when_run_as_a_program() {
+    let (code, out) = run_stdin(r#"{"source": "bogus"}"#);
+    assert_eq!(code, 1);
+    assert!(out["msg"].as_str().unwrap().contains("got: bogus"));
+    let (code, out) = run_stdin("not json");
+    assert_eq!(code, 1);
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("the module arguments are not valid JSON"),
+        "{out}"
+    );
+}
+
+#[test]
+fn missing_arguments_file_fails_in_json() {
+    let out = Command::new(env!("CARGO_BIN_EXE_pg_role_detect"))
+        .arg("/nonexistent/args")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("reading the arguments file /nonexistent/args"),
+        "{v}"
+    );
+}
