@@ -18,8 +18,6 @@ pub enum Kind {
     Bool,
     /// `type: int`
     Int,
-    /// `type: float`
-    Float,
     /// `type: path` (a string with `~` expanded)
     Path,
     /// `type: list`, with the elements' type
@@ -50,7 +48,6 @@ impl Kind {
             Kind::Str => "str",
             Kind::Bool => "bool",
             Kind::Int => "int",
-            Kind::Float => "float",
             Kind::Path => "path",
             Kind::List(_) => "list",
             Kind::Dict => "dict",
@@ -418,15 +415,6 @@ pub fn coerce(kind: Kind, v: &Value) -> Result<Value, String> {
                 .map(Value::from)
                 .map_err(|_| format!("invalid literal for int(): '{s}'")),
             _ => Err("not an integer".to_owned()),
-        },
-        Kind::Float => match v {
-            Value::Number(n) => Ok(Value::from(n.as_f64().unwrap_or_default())),
-            Value::String(s) => s
-                .trim()
-                .parse::<f64>()
-                .map(Value::from)
-                .map_err(|_| format!("could not convert string to float: '{s}'")),
-            _ => Err("not a float".to_owned()),
         },
         Kind::List(elem) => {
             let items: Vec<Value> = match v {

@@ -301,17 +301,16 @@ fn query_role(login: &Login) -> anyhow::Result<Result<SqlState, String>> {
             Err(e) if e.db_error => anyhow::bail!("{}", e.message),
             Err(e) => return Ok(Err(e.message)),
         };
-        let row = client.query_one(ROLE_QUERY, &[]).await.map_err(|e| {
-            anyhow::anyhow!(
-                "running `{ROLE_QUERY}`: {}",
-                postgres_access::error_chain(&e)
-            )
-        })?;
+        // The simple protocol: one round trip, no prepared statement, values as text.
+        let row = postgres_access::simple_row(&client, ROLE_QUERY)
+            .await
+            .map_err(|e| anyhow::anyhow!("running `{ROLE_QUERY}`: {e}"))?;
+        let field = |i: usize| row.get(i).cloned().flatten();
         Ok(Ok(SqlState {
-            in_recovery: row.get(0),
-            server_version: row.get(1),
-            server_version_num: row.get(2),
-            timeline: row.get(3),
+            in_recovery: field(0).as_deref() == Some("t"),
+            server_version: field(1).unwrap_or_default(),
+            server_version_num: field(2).and_then(|v| v.parse().ok()).unwrap_or_default(),
+            timeline: field(3).and_then(|v| v.parse().ok()),
         }))
     })
     .map_err(anyhow::Error::msg)?

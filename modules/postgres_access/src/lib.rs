@@ -12,7 +12,7 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use tokio_postgres::{Client, Row};
+pub use tokio_postgres::Client;
 
 /// The socket directory Debian's PostgreSQL packages use.
 pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
@@ -222,6 +222,28 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+/// Run one statement with the simple query protocol and return its single row, values as text
+/// (`None` for SQL NULL). Simple queries need no prepared statement and no type lookups.
+pub async fn simple_row(client: &Client, sql: &str) -> Result<Vec<Option<String>>, String> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let mut rows = messages.iter().filter_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
+        _ => None,
+    });
+    let row = rows
+        .next()
+        .ok_or_else(|| "the query returned no row".to_owned())?;
+    if rows.next().is_some() {
+        return Err("the query returned more than one row".to_owned());
+    }
+    Ok((0..row.len())
+        .map(|i| row.get(i).map(str::to_owned))
+        .collect())
 }
 
 /// Run a future to completion on a fresh current-thread runtime.
