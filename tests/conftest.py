@@ -1,9 +1,8 @@
 """System tests: real PostgreSQL, pg_auto_failover, sshd and ansible-playbook on this machine.
 
-Everything listens on 127.0.0.1 or on unix sockets in temporary directories. Expensive things
-(the installed collection, the formation, sshd) are session- or module-scoped and shared by the
-tests that only read them; tests that change them (switchover, stopping the monitor) run in order
-in one module and put things back.
+Expensive things (the installed collection, the formation, sshd) are session- or module-scoped
+and shared by the tests that only read them; tests that change them (switchover, stopping the
+monitor) run in order in one module and put things back. The services themselves are in harness.py.
 """
 
 import json
@@ -12,74 +11,13 @@ import re
 import shutil
 import socket
 import subprocess
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-PGBIN = Path("/usr/lib/postgresql/15/bin")
+from harness import REPO, Cluster, SshServer, free_port, scratch_dir
+
 MODULES = ["pg_role_detect"]
-
-
-def free_port():
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def as_postgres(*cmd, check=True, **kw):
-    """Run a command as the postgres OS user."""
-    return subprocess.run(["runuser", "-u", "postgres", "--", *map(str, cmd)], check=check, text=True,
-                          capture_output=True, **kw)
-
-
-def scratch_dir(prefix):
-    """A temporary directory the postgres user can use (short path: unix sockets live there)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
-    shutil.chown(path, "postgres", "postgres")
-    path.chmod(0o755)
-    return path
-
-
-class Cluster:
-    """A PostgreSQL 15 server run by the test: data dir and socket in a temp dir, loopback port."""
-
-    def __init__(self, base: Path, name: str, port: int):
-        self.base, self.name, self.port = base, name, port
-        self.pgdata = base / name
-        self.socket_dir = base
-
-    def initdb(self):
-        as_postgres(PGBIN / "initdb", "-D", self.pgdata, "--auth-local=peer", "--auth-host=scram-sha-256",
-                    "-U", "postgres", "--no-sync")
-        self._configure()
-        return self
-
-    def _configure(self):
-        with open(self.pgdata / "postgresql.conf", "a") as conf:
-            conf.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\n"
-                       f"unix_socket_directories = '{self.socket_dir}'\nfsync = off\n")
-
-    def basebackup_from(self, primary: "Cluster"):
-        """A streaming standby of `primary` (pg_basebackup -R)."""
-        as_postgres(PGBIN / "pg_basebackup", "-D", self.pgdata, "-h", primary.socket_dir, "-p", primary.port,
-                    "-U", "postgres", "-R", "--no-sync", "-c", "fast")
-        self._configure()
-        return self
-
-    def start(self):
-        as_postgres(PGBIN / "pg_ctl", "-D", self.pgdata, "-l", self.base / f"{self.name}.log", "-w", "start")
-        return self
-
-    def stop(self):
-        as_postgres(PGBIN / "pg_ctl", "-D", self.pgdata, "-m", "fast", "-w", "stop", check=False)
-
-    def psql(self, sql):
-        return as_postgres(PGBIN / "psql", "-h", self.socket_dir, "-p", self.port, "-U", "postgres", "-d", "postgres",
-                           "-XAtqc", sql).stdout.strip()
 
 
 @pytest.fixture(scope="session")
@@ -109,22 +47,6 @@ def module_bin(collections_path):
     return path
 
 
-def run_module(binary, args, env=None, stdin_mode=False):
-    """Run a module binary as Ansible does (argv[1] = arguments file); returns (rc, result)."""
-    full_env = {**os.environ, **(env or {})}
-    if stdin_mode:
-        proc = subprocess.run([str(binary)], input=json.dumps(args), capture_output=True, text=True, env=full_env)
-    else:
-        with tempfile.NamedTemporaryFile("w", suffix=".json") as f:
-            json.dump(args, f)
-            f.flush()
-            proc = subprocess.run([str(binary), f.name], capture_output=True, text=True, env=full_env,
-                                  stdin=subprocess.DEVNULL)
-    lines = proc.stdout.strip().splitlines()
-    assert len(lines) == 1, f"one JSON line expected, got stdout={proc.stdout!r} stderr={proc.stderr!r}"
-    return proc.returncode, json.loads(lines[0])
-
-
 class Ansible:
     """ansible / ansible-playbook with the installed collection and a quiet, parseable setup."""
 
@@ -142,6 +64,8 @@ class Ansible:
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
             "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+            # This run's own SSH control sockets, not a shared ~/.ansible/cp.
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(workdir / "cp"),
         }
 
     def adhoc(self, module, args="", extra=(), env=None):
@@ -180,40 +104,9 @@ def ansible(collections_path, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory):
-    """A real OpenSSH server on a loopback port, key authentication for root; yields an inventory line."""
-    d = tmp_path_factory.mktemp("sshd")
-    port = free_port()
-    for key in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / key)], check=True)
-    shutil.copy(d / "client_key.pub", d / "authorized_keys")
-    (d / "sshd_config").write_text(f"""Port {port}
-ListenAddress 127.0.0.1
-HostKey {d}/host_key
-PidFile {d}/sshd.pid
-AuthorizedKeysFile {d}/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-Subsystem sftp /usr/lib/openssh/sftp-server
-""")
-    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation directory
-    proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
-                            stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "w"))
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, (d / "sshd.log").read_text()
-            time.sleep(0.1)
-    yield (f"ansible_host=127.0.0.1 ansible_port={port} ansible_user=root "
-           f"ansible_ssh_private_key_file={d}/client_key "
-           "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'")
-    proc.terminate()
-    proc.wait(timeout=10)
+    """A real OpenSSH server on a loopback port; yields the inventory variables to log in as root."""
+    with SshServer(tmp_path_factory.mktemp("sshd")) as server:
+        yield server.inventory_vars("root")
 
 
 @pytest.fixture(scope="module")

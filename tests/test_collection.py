@@ -11,7 +11,8 @@ import uuid
 import pytest
 import yaml
 
-from conftest import MODULES, REPO
+from conftest import MODULES
+from harness import REPO
 
 
 def test_tarball_holds_binaries_docs_and_no_sources(tarball):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import run_module
+from harness import run_module
 
 MODULE = "pg_role_detect"
 FQCN = f"veza.pgbackrest.{MODULE}"

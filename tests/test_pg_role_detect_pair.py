@@ -2,7 +2,7 @@
 
 import pytest
 
-from conftest import Cluster, free_port, run_module, scratch_dir
+from harness import Cluster, free_port, run_module, scratch_dir
 
 MODULE = "pg_role_detect"
 
@@ -100,7 +100,7 @@ def test_runs_as_a_program_reading_stdin(pair, binary):
 
 def test_result_fields_match_the_documented_return_values(pair, binary):
     import yaml
-    from conftest import REPO
+    from harness import REPO
     doc = yaml.safe_load((REPO / "collection/plugins/modules/pg_role_detect.yml").read_text())
     primary, _ = pair
     _, out = run_module(binary, sql_args(primary))
