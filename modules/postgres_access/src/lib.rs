@@ -246,6 +246,44 @@ pub async fn simple_row(client: &Client, sql: &str) -> Result<Vec<Option<String>
         .collect())
 }
 
+/// Run one statement with the simple query protocol and return all its rows, values as text
+/// (`None` for SQL NULL); a statement without rows (`ALTER SYSTEM ...`) gives an empty list.
+pub async fn simple_rows(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+    let messages = client
+        .simple_query(sql)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    Ok(messages
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_owned))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect())
+}
+
+/// A string as an SQL literal: `'...'` with single quotes doubled, or `E'...'` with backslashes
+/// doubled too when it holds one, which reads the same whatever `standard_conforming_strings` is.
+/// A NUL cannot be part of a PostgreSQL string: the caller refuses it first.
+pub fn quote_literal(value: &str) -> String {
+    let quoted = value.replace('\'', "''");
+    if value.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
+
+/// A name as an SQL identifier: always double-quoted (so that no keyword and no upper-case letter
+/// can change its meaning), double quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// Run a future to completion on a fresh current-thread runtime.
 pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -318,6 +356,15 @@ mod tests {
                 .describe(),
             "postgres@/var/run/postgresql:5432/postgres"
         );
+    }
+
+    #[test]
+    fn literals_and_identifiers_are_quoted() {
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal(r"a\b'c"), r"E'a\\b''c'");
+        assert_eq!(quote_literal(""), "''");
+        assert_eq!(quote_ident("archive_mode"), "\"archive_mode\"");
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
     }
 
     #[test]
