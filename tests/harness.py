@@ -4,10 +4,14 @@ Plain classes and functions (no pytest) so that scripts/bench uses exactly what 
 Everything listens on 127.0.0.1 or on unix sockets in temporary directories.
 """
 
+import hashlib
 import json
 import os
+import secrets
+import selectors
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -15,6 +19,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 PGBIN = Path("/usr/lib/postgresql/15/bin")
+CACHE = Path(os.environ.get("VEZA_CACHE_DIR", "/var/cache/veza-pgbackrest"))
+
+
 def free_port():
     """A loopback TCP port nobody listens on right now."""
     with socket.socket() as s:
@@ -142,3 +149,186 @@ Subsystem sftp /usr/lib/openssh/sftp-server
         return (f"ansible_host=127.0.0.1 ansible_port={self.port} ansible_user={user} "
                 f"ansible_ssh_private_key_file={self.dir}/client_key "
                 "ansible_ssh_common_args='-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null'")
+
+
+class Secret(str):
+    """A credential: the plain value for files and f-strings, masked by repr().
+
+    repr() is what pytest's assertion messages and tracebacks show, so a failed assert on a
+    secret, or on a dict holding one, does not print it.
+    """
+
+    def __repr__(self):
+        return "Secret('********')"
+
+
+def s3rver_modules():
+    """The node_modules of the s3rver pinned by tests/s3, as scripts/setup installs it (same key)."""
+    lock = REPO / "tests" / "s3"
+    key = hashlib.sha256((lock / "package.json").read_bytes() + (lock / "package-lock.json").read_bytes())
+    path = CACHE / "npm" / f"s3rver-{key.hexdigest()[:16]}" / "node_modules"
+    if not (path / "s3rver" / "package.json").is_file():
+        raise RuntimeError(f"s3rver is not installed at {path}: run scripts/setup")
+    return path
+
+
+class S3Server:
+    """An S3 endpoint over TLS on 127.0.0.1: s3rver (tests/s3/serve.js), a context manager.
+
+    In `workdir` it makes a throwaway CA and a certificate for DNS:localhost signed by it, the
+    server's data directory and its request log (s3rver.log). The buckets exist when `with`
+    enters. The key pair is random per instance and reaches the server on its stdin; the
+    server checks SigV4 signatures and the region, and refuses anonymous requests.
+    pgBackRest reads `ca_file` as the postgres user: `workdir` must be traversable by it
+    (harness.scratch_dir). Nothing here prints the keys; `access_key` and `secret_key` are
+    `Secret`s, masked by repr().
+    """
+
+    host = "localhost"  # pgBackRest ignores IP SANs: the endpoint must be a DNS name
+
+    # Global options (pgBackRest has no per-repository timeout; they may also go in a stanza
+    # section). pgBackRest tries an unreachable endpoint for 4 x io-timeout (default 60 s:
+    # 240 s for an `info`); 3 s makes that 12 s and is still far above s3rver's answer times
+    # here, even with the two cores busy.
+    PGBACKREST_TIMEOUTS = {"io-timeout": "3"}
+
+    def __init__(self, workdir: Path, buckets=("pgbackrest",), region="us-east-1"):
+        self.dir = Path(workdir)
+        self.buckets = tuple(buckets)
+        self.bucket = self.buckets[0]
+        self.region = region
+        self.access_key = Secret("VZ" + secrets.token_hex(9).upper())  # 20 characters, like AWS's
+        self.secret_key = Secret(secrets.token_urlsafe(30))  # 40 characters, like AWS's
+        self.ca_file = self.dir / "ca.crt"
+        self.data_dir = self.dir / "data"
+        self.log_file = self.dir / "s3rver.log"
+        self.port = None
+        self.proc = None
+
+    @property
+    def endpoint(self):
+        """https://localhost:PORT"""
+        return f"https://{self.host}:{self.port}"
+
+    def __enter__(self):
+        modules = s3rver_modules()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)
+        self._make_certificates()
+        self.data_dir.mkdir(exist_ok=True)
+        args = ["node", str(REPO / "tests" / "s3" / "serve.js"), "--directory", str(self.data_dir),
+                "--cert", str(self.dir / "server.crt"), "--key", str(self.dir / "server.key"),
+                "--region", self.region, "--port", "0"]
+        for bucket in self.buckets:
+            args += ["--bucket", bucket]
+        with open(self.log_file, "ab") as log:
+            # Port 0: the server picks a free port and reports it, so no other process can take it
+            # between our choice and its bind. stdin stays open: its end stops the server, also
+            # when this process dies without calling stop().
+            self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                         env={**os.environ, "NODE_PATH": str(modules)})
+        try:
+            self.proc.stdin.write(json.dumps({"accessKeyId": self.access_key,
+                                              "secretAccessKey": self.secret_key}).encode() + b"\n")
+            self.proc.stdin.flush()
+            self.port = json.loads(self._ready_line(timeout=30))["port"]
+            self._check_tls()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        """Stop the server (closing its stdin) and reap it; safe to call twice."""
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+        self.proc = None
+
+    def pgbackrest_options(self, repo=1, path="/pgbackrest"):
+        """The `repoN-*` options for this endpoint, secrets included: write them to a 0640
+        config file, never to a command line (pgBackRest refuses that with error 031).
+
+        Timeouts are not among them: pgBackRest has no per-repository timeout; add
+        PGBACKREST_TIMEOUTS to the global (or stanza) section.
+        """
+        r = f"repo{repo}"
+        return {
+            f"{r}-type": "s3",
+            f"{r}-s3-endpoint": self.host,
+            f"{r}-storage-port": str(self.port),
+            f"{r}-s3-uri-style": "path",
+            f"{r}-storage-verify-tls": "y",
+            f"{r}-storage-ca-file": str(self.ca_file),
+            f"{r}-s3-region": self.region,
+            f"{r}-s3-bucket": self.bucket,
+            f"{r}-s3-key": self.access_key,
+            f"{r}-s3-key-secret": self.secret_key,
+            f"{r}-path": path,
+        }
+
+    def object_files(self, prefix="", bucket=None):
+        """{key: file holding the object's bytes} for the keys starting with `prefix`, read from
+        the server's data directory (no request, no credentials)."""
+        root = self.data_dir / (bucket or self.bucket)
+        suffix = "._S3rver_object"  # s3rver's filesystem store: KEY._S3rver_object
+        return {key: f for f in root.rglob("*" + suffix)
+                if (key := str(f.relative_to(root))[:-len(suffix)]).startswith(prefix)}
+
+    def _make_certificates(self):
+        d = self.dir
+        (d / "server.ext").write_text("basicConstraints = critical, CA:FALSE\n"
+                                      "keyUsage = critical, digitalSignature\n"
+                                      "extendedKeyUsage = serverAuth\n"
+                                      "subjectAltName = DNS:localhost\n")
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        for cmd in (
+            ["openssl", "req", "-x509", *ec, "-keyout", d / "ca.key", "-out", d / "ca.crt", "-days", "2",
+             "-subj", "/CN=veza.pgbackrest test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+             "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            ["openssl", "req", *ec, "-keyout", d / "server.key", "-out", d / "server.csr", "-subj", "/CN=localhost"],
+            ["openssl", "x509", "-req", "-in", d / "server.csr", "-CA", d / "ca.crt", "-CAkey", d / "ca.key",
+             "-CAcreateserial", "-days", "2", "-extfile", d / "server.ext", "-out", d / "server.crt"],
+        ):
+            subprocess.run(list(map(str, cmd)), check=True, capture_output=True)
+        (d / "ca.key").chmod(0o600)
+        (d / "server.key").chmod(0o600)
+        self.ca_file.chmod(0o644)
+
+    def _ready_line(self, timeout):
+        """The server's first stdout line; its log if it exits or stays silent."""
+        buf = b""
+        deadline = time.monotonic() + timeout
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            while b"\n" not in buf:
+                left = deadline - time.monotonic()
+                chunk = os.read(self.proc.stdout.fileno(), 4096) if left > 0 and sel.select(left) else None
+                if not chunk:
+                    raise RuntimeError(f"s3rver did not start: {self.log_file.read_text()[-2000:]}")
+                buf += chunk
+        return buf.split(b"\n", 1)[0]
+
+    def _check_tls(self):
+        """One HTTPS request as pgBackRest will make it: CA file, name localhost. Anonymous, so 403."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=self.host) as tls:
+                tls.sendall(f"GET /{self.bucket} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+                            "Connection: close\r\n\r\n".encode())
+                status = tls.makefile("rb").readline().rstrip()
+        if status != b"HTTP/1.1 403 Forbidden":
+            raise RuntimeError(f"unexpected answer from s3rver: {status!r}")
+
