@@ -94,6 +94,9 @@ pub struct Opt {
     pub aliases: Vec<&'static str>,
     /// The value is a secret: masked in every output.
     pub no_log: bool,
+    /// The value may hold secrets that only the module recognises (a dict of settings, say):
+    /// argument errors name the option but never quote the value.
+    pub hide_value: bool,
 }
 
 impl Opt {
@@ -107,6 +110,7 @@ impl Opt {
             choices: Vec::new(),
             aliases: Vec::new(),
             no_log: false,
+            hide_value: false,
         }
     }
     /// `type: str`
@@ -156,6 +160,11 @@ impl Opt {
     /// `no_log: true`
     pub fn no_log(mut self) -> Self {
         self.no_log = true;
+        self
+    }
+    /// Never quote the value in argument errors (it may hold secrets the module finds later).
+    pub fn hide_value(mut self) -> Self {
+        self.hide_value = true;
         self
     }
 }
@@ -280,7 +289,8 @@ impl Spec {
                 Some(Value::Null) | None => opt.default.clone().unwrap_or(Value::Null),
                 Some(v) => coerce(opt.kind, v).map_err(|why| {
                     // The reason quotes the value: leave it out for a secret.
-                    let (shown, why) = if opt.no_log { ("********".to_owned(), "the value is hidden (no_log)".to_owned()) } else { (short(v), why) };
+                    let hidden = opt.no_log || opt.hide_value;
+                    let (shown, why) = if hidden { ("********".to_owned(), "the value is hidden".to_owned()) } else { (short(v), why) };
                     format!("argument '{}' is of type {} ({shown}) and we were unable to convert to {}: {why}", opt.name, json_type(v), opt.kind.doc_name())
                 })?,
             };
@@ -694,6 +704,33 @@ mod tests {
     fn an_alias_and_its_option_together_are_refused() {
         let err = validate(json!({"port": 1, "login_port": 2})).unwrap_err();
         assert!(err.contains("login_port"), "{err}");
+    }
+
+    #[test]
+    fn a_value_marked_hide_value_is_not_quoted_but_others_are() {
+        let spec = Spec::new(vec![
+            Opt::dict("global").hide_value(),
+            Opt::dict("settings"),
+        ]);
+        let err = spec
+            .validate(
+                json!({"global": "repo1-cipher-pass canary-in-a-dict"})
+                    .as_object()
+                    .unwrap(),
+                "m",
+            )
+            .unwrap_err();
+        assert!(
+            !err.contains("canary-in-a-dict") && err.contains("'global'"),
+            "{err}"
+        );
+        let err = spec
+            .validate(json!({"settings": "not-a-dict"}).as_object().unwrap(), "m")
+            .unwrap_err();
+        assert!(
+            err.contains("'settings'") && err.contains("not-a-dict"),
+            "{err}"
+        );
     }
 
     #[test]
