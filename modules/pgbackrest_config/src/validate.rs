@@ -1,0 +1,629 @@
+//! Everything checked before a byte is written.
+//!
+//! Each problem is reported with where it is (`stanzas.main.pg1-path`) and never with a secret's
+//! value; all problems are reported at once so an operator fixes them in one round.
+
+use crate::options::{self, lookup, Scope, COMMANDS, PGBACKREST_VERSION};
+use crate::render::Section;
+use crate::Args;
+use ansible_module::Context;
+use serde_json::{Map, Value};
+use std::collections::BTreeSet;
+
+/// Values that are placeholders or published examples, never real secrets (compared lowercased).
+const PLACEHOLDERS: &[&str] = &[
+    "xxx",
+    "secret",
+    "password",
+    "pass",
+    "changeme",
+    "change-me",
+    "change_me",
+    "replaceme",
+    "replace-me",
+    "replace_me",
+    "todo",
+    "fixme",
+    "tbd",
+    "placeholder",
+    "example",
+    "dummy",
+    "test",
+    "default",
+    "none",
+    "null",
+    "admin",
+    // Published defaults and documentation examples (pgBackRest user guide, MinIO).
+    "pgbackrest",
+    "acbd",
+    "accesskey1",
+    "verysecretkey1",
+    "minioadmin",
+    "zwaf6xtpjivzc5444yxb+cgfdfl7mxglgkzsaopvtgirhpygu4jokoxf9lo4vjfo",
+];
+/// Words that mark a placeholder anywhere in a value.
+const PLACEHOLDER_MARKS: &[&str] = &[
+    "changeme",
+    "change_me",
+    "change-me",
+    "replace_me",
+    "replace-me",
+    "replaceme",
+    "todo",
+    "fixme",
+    "placeholder",
+    "{{",
+    "}}",
+];
+
+fn is_secret(key: &str) -> bool {
+    lookup(key).is_some_and(|o| o.secret) || options::looks_secret(key)
+}
+
+/// Every section body of the arguments, with where it came from.
+fn bodies(args: &Args) -> Vec<(String, &Value)> {
+    let mut all: Vec<(String, &Value)> = args
+        .global
+        .iter()
+        .map(|(k, v)| (format!("global.{k}"), v))
+        .collect();
+    for (group, map) in [
+        ("stanzas", &args.stanzas),
+        ("command_sections", &args.command_sections),
+    ] {
+        for (section, body) in map {
+            if let Value::Object(body) = body {
+                all.extend(
+                    body.iter()
+                        .map(|(k, v)| (format!("{group}.{section}.{k}"), v)),
+                );
+            }
+        }
+    }
+    all
+}
+
+/// Tell the scrubber every secret value, before any message can be produced.
+pub fn register_secrets(args: &Args, ctx: &mut Context) {
+    for (place, value) in bodies(args) {
+        let key = place.rsplit('.').next().unwrap_or_default();
+        if is_secret(key) {
+            for v in scalars(value) {
+                ctx.add_secret(&v);
+            }
+        }
+    }
+}
+
+fn scalars(value: &Value) -> Vec<String> {
+    match value {
+        Value::String(s) => vec![s.clone()],
+        Value::Number(n) => vec![n.to_string()],
+        Value::Array(items) => items.iter().flat_map(scalars).collect(),
+        Value::Object(map) => map.values().flat_map(scalars).collect(),
+        Value::Bool(_) | Value::Null => Vec::new(),
+    }
+}
+
+/// Where a section sits, which decides what may go in it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Global,
+    Stanza,
+}
+
+/// A stanza name pgBackRest accepts and that cannot break out of a `[section]` header.
+fn valid_stanza(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && name.len() <= 64
+}
+
+fn valid_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+/// A value that cannot inject a line or a section.
+fn check_text(place: &str, text: &str, secret: bool) -> Result<(), String> {
+    if let Some(c) = text.chars().find(|c| c.is_control()) {
+        let shown = if secret {
+            "a secret".to_owned()
+        } else {
+            format!("'{}'", text.escape_default())
+        };
+        return Err(format!(
+            "{place}: {shown} contains the control character {:?}; values must be one line",
+            c
+        ));
+    }
+    Ok(())
+}
+
+/// One value as pgBackRest reads it (`y`/`n` for booleans).
+fn scalar(
+    place: &str,
+    key: &str,
+    value: &Value,
+    boolean: bool,
+    secret: bool,
+) -> Result<String, String> {
+    let text = match value {
+        Value::Bool(b) => return Ok(if *b { "y" } else { "n" }.to_owned()),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => {
+            return Err(format!(
+                "{place}: a list or mapping is not a valid value for {key}"
+            ))
+        }
+    };
+    check_text(place, &text, secret)?;
+    if text.trim().is_empty() {
+        return Err(format!("{place}: the value is empty"));
+    }
+    if boolean {
+        return match text.to_ascii_lowercase().as_str() {
+            "y" | "yes" | "true" | "on" | "1" => Ok("y".to_owned()),
+            "n" | "no" | "false" | "off" | "0" => Ok("n".to_owned()),
+            _ => Err(format!(
+                "{place}: {key} is a boolean (y or n), got '{text}'"
+            )),
+        };
+    }
+    Ok(text)
+}
+
+/// The rendered values of one option (several for a repeatable one).
+fn values(
+    place: &str,
+    key: &str,
+    value: &Value,
+    repeatable: bool,
+    boolean: bool,
+    secret: bool,
+) -> Result<Vec<String>, String> {
+    match value {
+        Value::Array(items) if repeatable => items.iter().map(|v| scalar(place, key, v, boolean, secret)).collect(),
+        Value::Object(map) if repeatable => map
+            .iter()
+            .map(|(k, v)| {
+                if k.is_empty() || k.contains('=') || k.chars().any(char::is_control) {
+                    return Err(format!("{place}: the key '{}' of {key} must be non-empty, without '=' or control characters", k.escape_default()));
+                }
+                Ok(format!("{k}={}", scalar(place, key, v, false, secret)?))
+            })
+            .collect(),
+        Value::Array(_) | Value::Object(_) => Err(format!("{place}: {key} takes a single value; only repeatable options (such as recovery-option, exclude, db-include) take a list")),
+        other => Ok(vec![scalar(place, key, other, boolean, secret)?]),
+    }
+}
+
+/// Placeholder, empty or short secrets: refused until the real ones are there.
+fn weak_secret(key: &str, value: &str, min_pass: usize) -> Option<String> {
+    let lower = value.trim().to_ascii_lowercase();
+    if PLACEHOLDERS.contains(&lower.as_str()) || PLACEHOLDER_MARKS.iter().any(|m| lower.contains(m))
+    {
+        return Some("is a placeholder or a published example value".to_owned());
+    }
+    let mut chars = lower.chars();
+    if let Some(first) = chars.next() {
+        if chars.all(|c| c == first) {
+            return Some("repeats a single character".to_owned());
+        }
+    }
+    if key.ends_with("-cipher-pass") && value.chars().count() < min_pass {
+        return Some(format!(
+            "is {} characters long, shorter than min_cipher_pass_length ({min_pass})",
+            value.chars().count()
+        ));
+    }
+    None
+}
+
+fn section(
+    name: &str,
+    kind: Kind,
+    place: &str,
+    body: &Value,
+    min_pass: usize,
+    errors: &mut Vec<String>,
+) -> Section {
+    let mut out = Section {
+        name: name.to_owned(),
+        entries: Vec::new(),
+    };
+    let Value::Object(body) = body else {
+        errors.push(format!(
+            "{place}: must be a mapping of pgBackRest options to values"
+        ));
+        return out;
+    };
+    for (key, value) in body {
+        let at = format!("{place}.{key}");
+        if value.is_null() {
+            continue; // null leaves an option out (handy with conditional values)
+        }
+        if !valid_key(key) {
+            errors.push(format!(
+                "{place}: '{}' is not a pgBackRest option name (lowercase letters, digits and '-')",
+                key.escape_default()
+            ));
+            continue;
+        }
+        let Some(info) = lookup(key) else {
+            let hint = options::suggest(key)
+                .map(|s| format!("; did you mean '{s}'?"))
+                .unwrap_or_default();
+            errors.push(format!(
+                "{at}: unknown option '{key}' for pgBackRest {PGBACKREST_VERSION}{hint}"
+            ));
+            continue;
+        };
+        match (info.scope, kind) {
+            (Scope::CommandLine, _) => {
+                errors.push(format!("{at}: '{key}' is a command-line only option; pgBackRest ignores it in a configuration file"));
+                continue;
+            }
+            (Scope::Stanza, Kind::Global) => {
+                errors.push(format!("{at}: '{key}' is a stanza option; it belongs in a stanza section, not in [{name}]"));
+                continue;
+            }
+            _ => {}
+        }
+        let secret = info.secret || options::looks_secret(key);
+        match values(&at, key, value, info.repeatable, info.boolean, secret) {
+            Ok(rendered) => {
+                if secret {
+                    for v in &rendered {
+                        if let Some(why) = weak_secret(key, v, min_pass) {
+                            errors.push(format!("{at} {why}; refusing to apply until the real secret is set (keep it in a vault)"));
+                        }
+                    }
+                }
+                out.entries.push((key.clone(), rendered));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    out
+}
+
+/// Validate and arrange the sections: `[global]`, `[global:cmd]`..., then each stanza followed by
+/// its `[stanza:cmd]` sections. Errors are all collected.
+pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<String>> {
+    let mut errors = Vec::new();
+    let min_pass = usize::try_from(args.min_cipher_pass_length).unwrap_or(0);
+    let mut out = vec![section(
+        "global",
+        Kind::Global,
+        "global",
+        &Value::Object(args.global.clone()),
+        min_pass,
+        &mut errors,
+    )];
+
+    let mut command_sections: Vec<(String, String, &Value)> = Vec::new();
+    for (header, body) in &args.command_sections {
+        let place = format!("command_sections.{header}");
+        match header.split_once(':') {
+            Some((owner, command)) if (owner == "global" || valid_stanza(owner)) && COMMANDS.contains(&command) => {
+                command_sections.push((owner.to_owned(), header.clone(), body));
+            }
+            _ => errors.push(format!(
+                "{place}: a command section is named GLOBAL_OR_STANZA:COMMAND with a pgBackRest command ({})",
+                COMMANDS.join(", ")
+            )),
+        }
+    }
+    for (_, header, body) in command_sections
+        .iter()
+        .filter(|(owner, ..)| owner == "global")
+    {
+        out.push(section(
+            header,
+            Kind::Global,
+            &format!("command_sections.{header}"),
+            body,
+            min_pass,
+            &mut errors,
+        ));
+    }
+    let mut stanza_names: Vec<&String> = args.stanzas.keys().collect();
+    for (owner, ..) in &command_sections {
+        if owner != "global" && !args.stanzas.contains_key(owner) && !stanza_names.contains(&owner)
+        {
+            stanza_names.push(owner);
+        }
+    }
+    for stanza in stanza_names {
+        if !valid_stanza(stanza) {
+            errors.push(format!("stanzas: '{}' is not a valid stanza name (letters, digits, '-', '_', '.'; no brackets or ':')", stanza.escape_default()));
+            continue;
+        }
+        if let Some(body) = args.stanzas.get(stanza) {
+            out.push(section(
+                stanza,
+                Kind::Stanza,
+                &format!("stanzas.{stanza}"),
+                body,
+                min_pass,
+                &mut errors,
+            ));
+        }
+        for (_, header, body) in command_sections
+            .iter()
+            .filter(|(owner, ..)| owner == stanza)
+        {
+            out.push(section(
+                header,
+                Kind::Stanza,
+                &format!("command_sections.{header}"),
+                body,
+                min_pass,
+                &mut errors,
+            ));
+        }
+    }
+    check_repositories(&out, ctx, &mut errors);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The settings a stanza sees: `[global]` overridden by its own section.
+fn views(sections: &[Section]) -> Vec<(String, Map<String, Value>)> {
+    let flat = |s: &Section| -> Map<String, Value> {
+        s.entries
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.join(","))))
+            .collect()
+    };
+    let global = sections.first().map(flat).unwrap_or_default();
+    let stanzas: Vec<(String, Map<String, Value>)> = sections
+        .iter()
+        .skip(1)
+        .filter(|s| !s.name.contains(':'))
+        .map(|s| {
+            let mut view = global.clone();
+            view.extend(flat(s));
+            (format!("[global] + [{}]", s.name), view)
+        })
+        .collect();
+    if stanzas.is_empty() {
+        vec![("[global]".to_owned(), global)]
+    } else {
+        stanzas
+    }
+}
+
+/// Repository settings that only make sense together.
+fn check_repositories(sections: &[Section], ctx: &mut Context, errors: &mut Vec<String>) {
+    let mut warned = BTreeSet::new();
+    for (scope, view) in views(sections) {
+        let get = |k: &str| view.get(k).and_then(Value::as_str).map(str::to_owned);
+        let repos: BTreeSet<String> = view
+            .keys()
+            .filter_map(|k| {
+                k.strip_prefix("repo")?
+                    .split_once('-')
+                    .map(|(n, _)| n.to_owned())
+            })
+            .collect();
+        for n in repos {
+            let r = |suffix: &str| format!("repo{n}-{suffix}");
+            if get(&r("type")).as_deref() == Some("s3") {
+                let key_type = get(&r("s3-key-type")).unwrap_or_else(|| "shared".to_owned());
+                let mut needed = vec!["s3-bucket", "s3-endpoint", "s3-region"];
+                if key_type == "shared" {
+                    needed.extend(["s3-key", "s3-key-secret"]);
+                }
+                for missing in needed.into_iter().filter(|s| get(&r(s)).is_none()) {
+                    errors.push(format!("{scope}: {}=s3 needs {}", r("type"), r(missing)));
+                }
+                let endpoint = get(&r("s3-endpoint")).unwrap_or_default();
+                if !endpoint.is_empty()
+                    && !endpoint.ends_with("amazonaws.com")
+                    && get(&r("s3-uri-style")).as_deref() != Some("path")
+                    && warned.insert(r("s3-uri-style"))
+                {
+                    ctx.warn(format!("{scope}: {} is not AWS ({endpoint}); MinIO and most S3-compatible stores need {}=path", r("s3-endpoint"), r("s3-uri-style")));
+                }
+            }
+            let cipher = get(&r("cipher-type"));
+            if cipher.as_deref().is_some_and(|c| c != "none") && get(&r("cipher-pass")).is_none() {
+                errors.push(format!(
+                    "{scope}: {}={} needs {}",
+                    r("cipher-type"),
+                    cipher.as_deref().unwrap_or_default(),
+                    r("cipher-pass")
+                ));
+            }
+            if get(&r("cipher-pass")).is_some()
+                && cipher.is_none()
+                && warned.insert(r("cipher-pass"))
+            {
+                ctx.warn(format!(
+                    "{scope}: {} is set but {} is not: the repository will not be encrypted",
+                    r("cipher-pass"),
+                    r("cipher-type")
+                ));
+            }
+            if get(&r("block")).as_deref() == Some("y") && get(&r("bundle")).as_deref() != Some("y")
+            {
+                errors.push(format!("{scope}: {}=y needs {}=y", r("block"), r("bundle")));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn args(v: Value) -> Args {
+        let mut base = json!({"path": "/x", "global": {}, "stanzas": {}, "command_sections": {}, "owner": "root", "group": "root",
+            "mode": "0640", "state": "present", "backup": false, "template": null, "vars": {}, "min_cipher_pass_length": 20});
+        for (k, val) in v.as_object().unwrap() {
+            base[k] = val.clone();
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    fn check(v: Value) -> Result<Vec<Section>, Vec<String>> {
+        sections(&args(v), &mut Context::default())
+    }
+
+    const PASS: &str = "Xq7-very-long-and-random-passphrase-9";
+
+    #[test]
+    fn a_valid_s3_configuration_passes_and_renders_booleans_as_y_n() {
+        let s = check(json!({"global": {"repo1-type": "s3", "repo1-s3-bucket": "b", "repo1-s3-endpoint": "minio.lan", "repo1-s3-region": "r",
+            "repo1-s3-uri-style": "path", "repo1-s3-key": "AKIA4REALKEY", "repo1-s3-key-secret": "s3cr3t-Real-Value-91",
+            "repo1-cipher-type": "aes-256-cbc", "repo1-cipher-pass": PASS, "repo1-bundle": true, "repo1-block": "yes", "compress-type": "zst",
+            "repo1-retention-full": 4},
+            "stanzas": {"main": {"pg1-path": "/var/lib/postgresql/15/main", "recovery-option": {"primary_conninfo": "host=x"}}}}))
+        .unwrap();
+        let global = &s[0].entries;
+        assert!(
+            global.contains(&("repo1-bundle".into(), vec!["y".into()]))
+                && global.contains(&("repo1-block".into(), vec!["y".into()]))
+        );
+        assert!(global.contains(&("repo1-retention-full".into(), vec!["4".into()])));
+        assert_eq!(
+            s[1].entries[1],
+            (
+                "recovery-option".into(),
+                vec!["primary_conninfo=host=x".into()]
+            )
+        );
+    }
+
+    #[test]
+    fn unknown_misplaced_and_command_line_options_are_refused() {
+        let errors = check(json!({"global": {"repo1-retention-ful": 2, "pg1-path": "/x", "type": "full"}, "stanzas": {"main": {"stanza": "x"}}})).unwrap_err();
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(errors[0].contains("global.repo1-retention-ful: unknown option 'repo1-retention-ful' for pgBackRest 2.45; did you mean 'repo1-retention-full'?"), "{errors:?}");
+        assert!(errors[1].contains(
+            "'pg1-path' is a stanza option; it belongs in a stanza section, not in [global]"
+        ));
+        assert!(errors[2].contains("global.type: 'type' is a command-line only option"));
+        assert!(errors[3].contains("stanzas.main.stanza"));
+    }
+
+    #[test]
+    fn injection_attempts_are_refused() {
+        let errors = check(json!({"global": {"repo1-path": "/x\n[evil]\nrepo1-host=attacker", "log-path=x": "y"},
+            "stanzas": {"main]\n[evil": {"pg1-path": "/x"}, "ok": {"recovery-option": {"a=b": "c"}}},
+            "command_sections": {"global:no-such-command": {}}}))
+        .unwrap_err();
+        let all = errors.join("\n");
+        assert!(all.contains("global.repo1-path: '/x\\n[evil]\\nrepo1-host=attacker' contains the control character '\\n'"), "{all}");
+        assert!(
+            all.contains("'log-path=x' is not a pgBackRest option name"),
+            "{all}"
+        );
+        assert!(all.contains("is not a valid stanza name"), "{all}");
+        assert!(all.contains("the key 'a=b' of recovery-option"), "{all}");
+        assert!(
+            all.contains("command_sections.global:no-such-command"),
+            "{all}"
+        );
+    }
+
+    #[test]
+    fn incomplete_repository_settings_are_refused() {
+        let errors = check(json!({"global": {"repo1-type": "s3", "repo2-cipher-type": "aes-256-cbc", "repo2-path": "/r", "repo3-block": "y", "repo3-path": "/b"}})).unwrap_err();
+        let all = errors.join("\n");
+        for needed in [
+            "repo1-s3-bucket",
+            "repo1-s3-endpoint",
+            "repo1-s3-region",
+            "repo1-s3-key",
+            "repo1-s3-key-secret",
+            "repo2-cipher-pass",
+            "repo3-bundle=y",
+        ] {
+            assert!(all.contains(&format!("needs {needed}")), "{needed}: {all}");
+        }
+    }
+
+    #[test]
+    fn path_style_missing_for_a_non_aws_endpoint_is_a_warning() {
+        let mut ctx = Context::default();
+        let a = args(
+            json!({"global": {"repo1-type": "s3", "repo1-s3-bucket": "b", "repo1-s3-endpoint": "localhost", "repo1-s3-region": "r",
+            "repo1-s3-key-type": "auto"}}),
+        );
+        sections(&a, &mut ctx).unwrap();
+        assert_eq!(ctx.warnings().len(), 1);
+        assert!(ctx.warnings()[0].contains("repo1-s3-uri-style=path"));
+    }
+
+    #[test]
+    fn placeholder_and_weak_secrets_are_refused_without_showing_them() {
+        for (key, value) in [
+            ("repo1-cipher-pass", "CHANGEME"),
+            ("repo1-cipher-pass", "short-Pass-9"),
+            ("repo1-s3-key", "TODO"),
+            ("repo1-s3-key-secret", "xxxxxxxx"),
+            ("repo1-cipher-pass", "{{ vault_cipher_pass }}"),
+            ("repo1-s3-key", "acbd"),
+            ("repo1-s3-key-secret", ""),
+        ] {
+            let errors = check(json!({"global": {"repo1-path": "/r", key: value}})).unwrap_err();
+            let all = errors.join("\n");
+            assert!(
+                all.contains(&format!("global.{key}")),
+                "{key}={value}: {all}"
+            );
+            assert!(value.len() < 3 || !all.contains(value), "{all}");
+        }
+        assert!(check(
+            json!({"global": {"repo1-cipher-type": "aes-256-cbc", "repo1-cipher-pass": PASS}})
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn sections_are_ordered_global_then_each_stanza_with_its_commands() {
+        let s = check(json!({"global": {"repo1-path": "/r"}, "stanzas": {"main": {"pg1-path": "/a"}, "other": {"pg1-path": "/b"}},
+            "command_sections": {"main:backup": {"process-max": 4}, "global:archive-push": {"process-max": 2}}}))
+        .unwrap();
+        let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "global",
+                "global:archive-push",
+                "main",
+                "main:backup",
+                "other"
+            ]
+        );
+    }
+
+    #[test]
+    fn lists_only_for_repeatable_options() {
+        assert!(
+            check(json!({"stanzas": {"m": {"pg1-path": "/a", "exclude": ["a/", "b/"]}}})).unwrap()
+                [1]
+            .entries[1]
+                .1
+                .len()
+                == 2
+        );
+        let errors = check(json!({"global": {"repo1-path": ["/a", "/b"]}})).unwrap_err();
+        assert!(
+            errors[0].contains("repo1-path takes a single value"),
+            "{errors:?}"
+        );
+    }
+}

@@ -1,0 +1,332 @@
+"""pgbackrest_config: validated, secret-safe, atomic pgbackrest.conf, checked by a real pgBackRest."""
+
+import grp
+import hashlib
+import json
+import os
+import pwd
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import REPO, Cluster, as_postgres, free_port, run_module, scratch_dir
+
+MODULE = "pgbackrest_config"
+CIPHER = "cipher-canary-7Hq2-long-enough-passphrase"
+S3_SECRET = "s3-secret-canary-Zk41x"
+
+
+@pytest.fixture(scope="module")
+def binary(module_bin):
+    return module_bin(MODULE)
+
+
+@pytest.fixture
+def conf(tmp_path):
+    return tmp_path / "etc" / "pgbackrest.conf"
+
+
+def state(path):
+    """Bytes hash and stat of a file (or None): what 'nothing changed' compares."""
+    if not path.exists():
+        return None
+    st = path.stat()
+    return hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_mtime_ns, st.st_ino
+
+
+def base_args(conf, **extra):
+    return {"path": str(conf), "global": {"repo1-path": "/var/lib/pgbackrest", "repo1-retention-full": 2,
+                                          "repo1-cipher-type": "aes-256-cbc", "repo1-cipher-pass": CIPHER,
+                                          "compress-type": "zst", "start-fast": True},
+            "stanzas": {"main": {"pg1-path": "/var/lib/postgresql/15/main"}}, **extra}
+
+
+def test_fresh_write_then_second_run_reports_no_change(binary, conf):
+    rc, out = run_module(binary, base_args(conf))
+    assert rc == 0 and out["changed"] is True, out
+    text = conf.read_text()
+    assert "[global]\nrepo1-path=/var/lib/pgbackrest\nrepo1-retention-full=2\n" in text
+    assert "start-fast=y\n" in text and "\n[main]\npg1-path=/var/lib/postgresql/15/main\n" in text
+    st = conf.stat()
+    assert (st.st_mode & 0o777, pwd.getpwuid(st.st_uid).pw_name, grp.getgrgid(st.st_gid).gr_name) == (0o640, "postgres", "postgres")
+    assert conf.parent.stat().st_mode & 0o777 == 0o750 and out["created_directory"] == str(conf.parent)
+    assert out["sections"] == ["global", "main"]
+    assert out["checksum"] == hashlib.sha256(conf.read_bytes()).hexdigest()
+    assert CIPHER not in json.dumps(out)
+
+    before = state(conf)
+    rc, out = run_module(binary, base_args(conf))
+    assert rc == 0 and out["changed"] is False, out
+    assert state(conf) == before
+
+
+def test_changed_value_and_mode_only(binary, conf):
+    run_module(binary, base_args(conf))
+    args = base_args(conf)
+    args["global"]["repo1-retention-full"] = 4
+    rc, out = run_module(binary, {**args, "_ansible_diff": True})
+    assert out["changed"] is True and "repo1-retention-full=4" in conf.read_text()
+    assert "repo1-retention-full=2" in out["diff"]["before"] and "repo1-retention-full=4" in out["diff"]["after"]
+    text = conf.read_bytes()
+    rc, out = run_module(binary, {**args, "mode": "0600"})
+    assert out["changed"] is True and out["msg"].endswith("owner, group or mode changed")
+    assert conf.stat().st_mode & 0o777 == 0o600 and conf.read_bytes() == text
+
+
+def test_check_mode_writes_nothing_and_predicts(binary, conf):
+    rc, out = run_module(binary, {**base_args(conf), "_ansible_check_mode": True})
+    assert rc == 0 and out["changed"] is True and not conf.exists() and not conf.parent.exists()
+    run_module(binary, base_args(conf))
+    before = state(conf)
+    args = base_args(conf, mode="0600")
+    args["global"]["repo1-retention-full"] = 9
+    rc, out = run_module(binary, {**args, "_ansible_check_mode": True, "_ansible_diff": True})
+    assert out["changed"] is True and "repo1-retention-full=9" in out["diff"]["after"]
+    assert state(conf) == before
+    # The real run then does exactly what check mode said.
+    rc, real = run_module(binary, {**args, "_ansible_diff": True})
+    assert real["changed"] is True and real["diff"] == out["diff"]
+
+
+def test_diff_masks_secrets_and_still_shows_a_changed_secret(binary, conf):
+    run_module(binary, base_args(conf))
+    args = base_args(conf)
+    args["global"]["repo1-cipher-pass"] = CIPHER + "-rotated"
+    rc, out = run_module(binary, {**args, "_ansible_diff": True})
+    assert out["changed"] is True
+    assert "repo1-cipher-pass=********\n" in out["diff"]["before"]
+    assert "repo1-cipher-pass=******** (changed)\n" in out["diff"]["after"]
+    assert CIPHER not in json.dumps(out)
+    assert out["invocation"]["module_args"]["global"]["repo1-cipher-pass"] == "********"
+    assert (CIPHER + "-rotated") in conf.read_text()
+
+
+REFUSALS = [
+    ({"global": {"repo1-retention-ful": 2}}, "unknown option 'repo1-retention-ful' for pgBackRest 2.45; did you mean 'repo1-retention-full'?"),
+    ({"global": {"pg1-path": "/x"}}, "'pg1-path' is a stanza option"),
+    ({"stanzas": {"main": {"type": "full"}}}, "'type' is a command-line only option"),
+    ({"global": {"repo1-type": "s3", "repo1-path": "/r"}}, "repo1-type=s3 needs repo1-s3-bucket"),
+    ({"global": {"repo1-cipher-type": "aes-256-cbc"}}, "repo1-cipher-type=aes-256-cbc needs repo1-cipher-pass"),
+    ({"global": {"repo1-block": True, "repo1-path": "/r"}}, "repo1-block=y needs repo1-bundle=y"),
+    ({"global": {"repo1-cipher-type": "aes-256-cbc", "repo1-cipher-pass": "CHANGEME"}}, "global.repo1-cipher-pass is a placeholder"),
+    ({"global": {"repo1-cipher-type": "aes-256-cbc", "repo1-cipher-pass": "Short-9x"}}, "shorter than min_cipher_pass_length (20)"),
+    ({"global": {"repo1-s3-key": "REPLACE_ME"}}, "global.repo1-s3-key is a placeholder"),
+    ({"global": {"repo1-s3-key-secret": "xxx"}}, "global.repo1-s3-key-secret is a placeholder"),
+    ({"global": {"repo1-path": "/r\n[evil]\npg1-host=attacker"}}, "contains the control character '\\n'"),
+    ({"global": {"repo1-path": "/r\r"}}, "contains the control character '\\r'"),
+    ({"global": {"repo1-path=/x\nlog-path": "/y"}}, "is not a pgBackRest option name"),
+    ({"stanzas": {"main]\n[global": {"pg1-path": "/x"}}}, "is not a valid stanza name"),
+    ({"stanzas": {"a:b": {"pg1-path": "/x"}}}, "is not a valid stanza name"),
+    ({"command_sections": {"global:bogus": {"process-max": 2}}}, "command_sections.global:bogus"),
+    ({"mode": "u=rw"}, "mode must be an octal mode"),
+    ({"owner": "no-such-user-9"}, "owner: owner 'no-such-user-9' does not exist"),
+]
+
+
+@pytest.mark.parametrize("bad,message", REFUSALS, ids=[m[:40] for _, m in REFUSALS])
+def test_refusals_name_the_problem_and_write_nothing(binary, conf, bad, message):
+    conf.parent.mkdir()
+    conf.write_text("[global]\nrepo1-path=/before\n")
+    before = state(conf)
+    rc, out = run_module(binary, {"path": str(conf), **bad})
+    assert rc == 1 and out["failed"] is True
+    assert message in out["msg"], out["msg"]
+    assert state(conf) == before
+    assert sorted(p.name for p in conf.parent.iterdir()) == ["pgbackrest.conf"]
+    for value in ("CHANGEME", "Short-9x", "REPLACE_ME"):
+        assert value not in out["msg"]
+
+
+def test_state_absent_with_backup(binary, conf):
+    run_module(binary, base_args(conf, mode="0600"))
+    original = conf.read_bytes()
+    rc, out = run_module(binary, {"path": str(conf), "state": "absent", "_ansible_check_mode": True})
+    assert out["changed"] is True and conf.exists()
+    rc, out = run_module(binary, {"path": str(conf), "state": "absent", "backup": True})
+    assert out["changed"] is True and not conf.exists()
+    backup = Path(out["backup_file"])
+    assert backup.read_bytes() == original and backup.stat().st_mode & 0o777 == 0o600
+    rc, out = run_module(binary, {"path": str(conf), "state": "absent"})
+    assert out["changed"] is False
+
+
+def test_backup_keeps_the_previous_file(binary, conf):
+    rc, out = run_module(binary, base_args(conf, backup=True))
+    assert "backup_file" not in out  # nothing to keep on creation
+    first = conf.read_bytes()
+    args = base_args(conf, backup=True)
+    args["global"]["repo1-retention-full"] = 3
+    rc, out = run_module(binary, args)
+    backup = Path(out["backup_file"])
+    assert backup.parent == conf.parent and backup.name.startswith("pgbackrest.conf.") and backup.name.endswith("~")
+    assert backup.read_bytes() == first and backup.stat().st_mode & 0o777 == 0o640
+    rc, out = run_module(binary, args)
+    assert out["changed"] is False and "backup_file" not in out
+
+
+def test_custom_template(binary, conf, tmp_path):
+    template = tmp_path / "conf.tera"
+    template.write_text("# team {{ vars.team }}\n{% for s in sections %}[{{ s.name }}]\n"
+                        "{% for l in s.lines %}{{ l }}\n{% endfor %}{% endfor %}"
+                        "# main's pg1-path: {{ sections[1].options['pg1-path'] }}\n")
+    rc, out = run_module(binary, base_args(conf, template=str(template), vars={"team": "dba"}))
+    assert rc == 0, out
+    text = conf.read_text()
+    assert text.startswith("# team dba\n[global]\nrepo1-path=") and text.endswith("# main's pg1-path: /var/lib/postgresql/15/main\n")
+    template.write_text("{{ no_such_variable }}")
+    rc, out = run_module(binary, base_args(conf, template=str(template)))
+    assert rc == 1 and "rendering the configuration" in out["msg"] and "no_such_variable" in out["msg"]
+    assert conf.read_text() == text
+
+
+def test_option_table_matches_the_installed_pgbackrest():
+    generated = subprocess.run([REPO / "scripts" / "pgbackrest-options"], check=True, capture_output=True, text=True).stdout
+    assert generated == (REPO / "modules/pgbackrest_config/src/options_table.rs").read_text()
+
+
+def test_kill_during_a_large_write_leaves_old_or_new_file(binary, conf):
+    """kill -9 at random moments while a ~40 MB configuration is written: never a partial file."""
+    run_module(binary, base_args(conf))
+    old = conf.read_bytes()
+    args = base_args(conf)
+    args["stanzas"]["main"]["exclude"] = [f"big/{i:08d}/" + "x" * 400 for i in range(100_000)]
+    # The complete new file, written undisturbed elsewhere, is what an interrupted write may leave.
+    reference = conf.parent.parent / "reference" / "pgbackrest.conf"
+    rc, _ = run_module(binary, {**args, "path": str(reference)})
+    new = reference.read_bytes()
+    assert rc == 0 and len(new) > 40_000_000
+    args_file = conf.parent.parent / "big-args.json"
+    args_file.write_text(json.dumps(args))
+    rng = random.Random(4242)
+    seen = []
+    for attempt in range(8):
+        proc = subprocess.Popen([str(binary), str(args_file)], stdout=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.05, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        now = conf.read_bytes()
+        assert now in (old, new), f"attempt {attempt}: a partial file of {len(now)} bytes"
+        seen.append("old" if now == old else "new")
+        conf.write_bytes(old)
+    # Leftover temporary files (mode 0600) are the only trace of a killed write.
+    leftovers = [p for p in conf.parent.iterdir() if p.name != "pgbackrest.conf"]
+    assert all(p.name.startswith(".pgbackrest.conf.") and p.name.endswith(".tmp") for p in leftovers), leftovers
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in leftovers)
+    assert "old" in seen, f"every kill came after the rename: {seen}"
+
+
+@pytest.fixture(scope="module")
+def archiving_cluster():
+    """A cluster that archives WAL through pgBackRest with the configuration the module writes."""
+    base = scratch_dir("vz-cfg-")
+    conf = base / "pgbackrest.conf"
+    cluster = Cluster(base, "pg", free_port()).initdb()
+    with open(cluster.pgdata / "postgresql.conf", "a") as f:
+        f.write(f"archive_mode = on\narchive_command = 'pgbackrest --config={conf} --stanza=main archive-push %p'\n")
+    cluster.start()
+    yield cluster, conf
+    cluster.stop()
+    subprocess.run(["rm", "-rf", str(base)])
+
+
+def test_written_file_is_accepted_by_pgbackrest(binary, archiving_cluster):
+    """stanza-create and check (a real WAL archive round trip) with an encrypted zstd posix repository."""
+    cluster, conf = archiving_cluster
+    repo = cluster.base / "repo"
+    args = {"path": str(conf),
+            "global": {"repo1-path": str(repo), "repo1-cipher-type": "aes-256-cbc", "repo1-cipher-pass": CIPHER,
+                       "compress-type": "zst", "repo1-retention-full": 2, "log-level-console": "info",
+                       "lock-path": str(cluster.base / "lock"), "log-path": str(cluster.base),
+                       "spool-path": str(cluster.base)},
+            "command_sections": {"global:archive-push": {"compress-level": 3}},
+            "stanzas": {"main": {"pg1-path": str(cluster.pgdata), "pg1-socket-path": str(cluster.socket_dir),
+                                 "pg1-port": cluster.port}}}
+    rc, out = run_module(binary, args)
+    assert rc == 0, out
+    assert oct(conf.stat().st_mode & 0o777) == "0o640"
+    for command in ("stanza-create", "check"):
+        proc = as_postgres("pgbackrest", f"--config={conf}", "--stanza=main", command, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert CIPHER not in proc.stdout + proc.stderr
+    info = json.loads(as_postgres("pgbackrest", f"--config={conf}", "--stanza=main", "info", "--output=json").stdout)
+    assert info[0]["status"]["code"] == 2 and info[0]["cipher"] == "aes-256-cbc"  # stanza ok, no backup yet
+    assert info[0]["archive"][0]["max"], "check pushed a WAL segment"
+
+
+def test_playbook_check_diff_never_prints_secrets(ansible, tmp_path):
+    conf = tmp_path / "pb" / "pgbackrest.conf"
+    play = f"""
+- hosts: localhost
+  gather_facts: false
+  vars:
+    cipher: "{CIPHER}"
+  tasks:
+    - name: configure
+      veza.pgbackrest.pgbackrest_config:
+        path: {conf}
+        global:
+          repo1-type: s3
+          repo1-s3-endpoint: localhost
+          repo1-s3-bucket: b
+          repo1-s3-region: r
+          repo1-s3-uri-style: path
+          repo1-s3-key: AKIAREALLOOKINGKEY
+          repo1-s3-key-secret: "{S3_SECRET}"
+          repo1-cipher-type: aes-256-cbc
+          repo1-cipher-pass: "{{{{ cipher }}}}"
+        stanzas:
+          main:
+            pg1-path: /var/lib/postgresql/15/main
+      register: r
+    - ansible.builtin.assert:
+        that: r.changed
+"""
+    for extra in (["--check", "--diff", "-vvv"], ["--diff", "-vvv"], ["--check", "--diff"]):
+        rc, output = ansible.playbook(play, extra=extra, name="cfg.yml")
+        assert rc == 0 or extra[-1] == "--diff" and "r.changed" in output, output
+        assert CIPHER not in output and S3_SECRET not in output
+        assert "repo1-cipher-pass=********" in output or "-vvv" not in extra
+    assert CIPHER in conf.read_text()
+    # Placeholders fail early and change nothing.
+    before = state(conf)
+    rc, output = ansible.playbook(play.replace(f'cipher: "{CIPHER}"', 'cipher: "CHANGEME"'), name="bad.yml")
+    assert rc != 0 and "repo1-cipher-pass is a placeholder" in output and state(conf) == before
+
+
+def test_s3_repository_over_tls_is_accepted(binary, archiving_cluster):
+    """The module's S3 configuration (aes-256-cbc, zstd, path-style) works against a TLS endpoint on loopback."""
+    from harness import S3Server
+    cluster, _ = archiving_cluster
+    conf = cluster.base / "s3.conf"
+    with S3Server(scratch_dir("vz-cfg-s3-") / "s3") as s3:
+        args = {"path": str(conf),
+                "global": {**s3.pgbackrest_options(), **S3Server.PGBACKREST_TIMEOUTS,
+                           "repo1-cipher-type": "aes-256-cbc", "repo1-cipher-pass": CIPHER, "compress-type": "zst",
+                           "repo1-bundle": True, "start-fast": True, "lock-path": str(cluster.base / "lock-s3"),
+                           "log-level-file": "off"},
+                "stanzas": {"main": {"pg1-path": str(cluster.pgdata), "pg1-socket-path": str(cluster.socket_dir),
+                                     "pg1-port": cluster.port}}}
+        rc, out = run_module(binary, {**args, "_ansible_diff": True})
+        assert rc == 0, out
+        output = json.dumps(out)
+        assert str(s3.secret_key) not in output and CIPHER not in output
+        assert "repo1-s3-key-secret=******** (changed)" in out["diff"]["after"]
+        # Archive through the S3 configuration for this test, so the backup's WAL check passes.
+        posix_command = cluster.psql("SHOW archive_command")
+        cluster.psql(f"ALTER SYSTEM SET archive_command = 'pgbackrest --config={conf} --stanza=main archive-push %p'")
+        cluster.psql("SELECT pg_reload_conf()")
+        try:
+            for command in (["stanza-create"], ["backup", "--type=full"]):
+                proc = as_postgres("pgbackrest", f"--config={conf}", "--stanza=main", *command, check=False)
+                assert proc.returncode == 0, proc.stdout + proc.stderr
+                assert str(s3.secret_key) not in proc.stdout + proc.stderr and CIPHER not in proc.stdout + proc.stderr
+        finally:
+            cluster.psql(f"ALTER SYSTEM SET archive_command = '{posix_command}'")
+            cluster.psql("SELECT pg_reload_conf()")
+        info = json.loads(as_postgres("pgbackrest", f"--config={conf}", "--stanza=main", "info", "--output=json").stdout)
+        assert info[0]["status"]["code"] == 0 and len(info[0]["backup"]) == 1
+        assert info[0]["repo"][0]["cipher"] == "aes-256-cbc"
