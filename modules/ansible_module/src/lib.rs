@@ -14,6 +14,8 @@ pub mod fs;
 pub mod process;
 mod secret;
 pub mod spec;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use secret::Secret;
 pub use spec::{Elem, Kind, Opt, Spec};

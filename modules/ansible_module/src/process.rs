@@ -66,6 +66,17 @@ impl RunAs {
         }
     }
 
+    /// The `become_user` option of a module: when the module runs as root, become that user for
+    /// the rest of the run. `None` or empty keeps the current user.
+    pub fn become_option(user: Option<&str>) -> Result<(), String> {
+        match user.filter(|u| !u.is_empty()) {
+            Some(name) => RunAs::user(name)
+                .and_then(|u| u.become_user())
+                .map_err(|e| format!("become_user: {e}")),
+            None => Ok(()),
+        }
+    }
+
     /// Whether switching is needed (we are root and the user is another one).
     pub fn needs_switch(&self) -> bool {
         Uid::effective() != self.uid

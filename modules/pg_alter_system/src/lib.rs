@@ -638,11 +638,7 @@ impl Module for PgAlterSystem {
             .map_err(anyhow::Error::msg)?;
         let login = Login::new(&args.login, None).map_err(anyhow::Error::msg)?;
         // Peer authentication wants the database user: a root module becomes that user first.
-        if let Some(user) = args.become_user.as_deref().filter(|u| !u.is_empty()) {
-            RunAs::user(user)
-                .and_then(|u| u.become_user())
-                .map_err(|e| anyhow::anyhow!("become_user: {e}"))?;
-        }
+        RunAs::become_option(args.become_user.as_deref()).map_err(anyhow::Error::msg)?;
         if request.items.is_empty() {
             return Ok(response(&[], &[], false, ctx.check_mode));
         }

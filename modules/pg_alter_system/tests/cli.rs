@@ -2,37 +2,11 @@
 //! refused before any connection. Real PostgreSQL scenarios live in the system tests (tests/ at
 //! the repository root).
 
+use ansible_module::testing::{dead_port, run_with_args_file};
 use serde_json::{json, Value};
-use std::process::{Command, Stdio};
 
-/// Run with an arguments file, as Ansible does; returns (exit code, decoded JSON).
-fn run(name: &str, args: Value) -> (i32, Value) {
-    let dir =
-        std::env::temp_dir().join(format!("pg_alter_system-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("args");
-    std::fs::write(&file, args.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pg_alter_system"))
-        .arg(&file)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.lines().count(), 1, "exactly one JSON line: {text}");
-    (
-        out.status.code().unwrap(),
-        serde_json::from_str(&text).unwrap(),
-    )
-}
-
-/// A loopback port with nothing listening: a module that tried to connect would say so.
-fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn run(args: Value) -> (i32, Value) {
+    run_with_args_file(env!("CARGO_BIN_EXE_pg_alter_system"), &args)
 }
 
 /// Arguments that would reach a dead port if the module went that far; `become_user` empty so
@@ -45,8 +19,8 @@ fn args(extra: Value) -> Value {
     args
 }
 
-fn refused(name: &str, extra: Value) -> String {
-    let (code, out) = run(name, args(extra));
+fn refused(extra: Value) -> String {
+    let (code, out) = run(args(extra));
     assert_eq!((code, &out["failed"]), (1, &json!(true)), "{out}");
     assert_ne!(out["changed"], true, "{out}");
     let msg = out["msg"].as_str().unwrap().to_owned();
@@ -59,7 +33,7 @@ fn refused(name: &str, extra: Value) -> String {
 
 #[test]
 fn unknown_option_fails_naming_it() {
-    let msg = refused("unknown", json!({"setings": {"a": 1}}));
+    let msg = refused(json!({"setings": {"a": 1}}));
     assert!(
         msg.starts_with("Unsupported parameters for (pg_alter_system) module: setings."),
         "{msg}"
@@ -69,14 +43,14 @@ fn unknown_option_fails_naming_it() {
 #[test]
 fn settings_or_reset_is_required() {
     assert_eq!(
-        refused("none", json!({})),
+        refused(json!({})),
         "one of the following is required: settings, reset"
     );
 }
 
 #[test]
 fn settings_must_be_a_dict() {
-    let msg = refused("notdict", json!({"settings": "archive_mode"}));
+    let msg = refused(json!({"settings": "archive_mode"}));
     assert!(
         msg.contains("'settings'") && msg.contains("archive_mode") && msg.contains("dict"),
         "{msg}"
@@ -86,14 +60,11 @@ fn settings_must_be_a_dict() {
 #[test]
 fn a_bad_setting_name_is_refused_naming_it() {
     assert_eq!(
-        refused(
-            "name",
-            json!({"settings": {"work_mem; DROP TABLE x": "4MB"}})
-        ),
+        refused(json!({"settings": {"work_mem; DROP TABLE x": "4MB"}})),
         "settings: 'work_mem; DROP TABLE x' is not a valid setting name"
     );
     assert_eq!(
-        refused("resetname", json!({"reset": ["archive mode"]})),
+        refused(json!({"reset": ["archive mode"]})),
         "reset: 'archive mode' is not a valid setting name"
     );
 }
@@ -101,30 +72,22 @@ fn a_bad_setting_name_is_refused_naming_it() {
 #[test]
 fn values_that_cannot_be_written_are_refused() {
     assert_eq!(
-        refused(
-            "nul",
-            json!({"settings": {"archive_command": "cp %p\u{0}x"}})
-        ),
+        refused(json!({"settings": {"archive_command": "cp %p\u{0}x"}})),
         "settings: the value of archive_command contains a NUL character"
     );
-    assert!(
-        refused("newline", json!({"settings": {"archive_command": "a\nb"}})).contains("line break")
-    );
+    assert!(refused(json!({"settings": {"archive_command": "a\nb"}})).contains("line break"));
     assert_eq!(
-        refused("null", json!({"settings": {"archive_timeout": null}})),
+        refused(json!({"settings": {"archive_timeout": null}})),
         "settings: archive_timeout has no value; list it in reset to remove it"
     );
-    assert!(refused("list", json!({"settings": {"search_path": ["a"]}}))
+    assert!(refused(json!({"settings": {"search_path": ["a"]}}))
         .starts_with("settings: the value of search_path must be a string, a number or a boolean"));
 }
 
 #[test]
 fn a_name_in_both_settings_and_reset_is_refused() {
     assert_eq!(
-        refused(
-            "both",
-            json!({"settings": {"archive_timeout": 60}, "reset": ["ARCHIVE_TIMEOUT"]})
-        ),
+        refused(json!({"settings": {"archive_timeout": 60}, "reset": ["ARCHIVE_TIMEOUT"]})),
         "'ARCHIVE_TIMEOUT' is in both settings and reset"
     );
 }
@@ -132,17 +95,14 @@ fn a_name_in_both_settings_and_reset_is_refused() {
 #[test]
 fn bad_login_port_is_refused() {
     assert_eq!(
-        refused(
-            "port",
-            json!({"settings": {"archive_timeout": 60}, "login_port": 70000})
-        ),
+        refused(json!({"settings": {"archive_timeout": 60}, "login_port": 70000})),
         "login_port must be between 1 and 65535, got 70000"
     );
 }
 
 #[test]
 fn empty_settings_do_nothing_without_connecting() {
-    let (code, out) = run("empty", args(json!({"settings": {}, "reset": []})));
+    let (code, out) = run(args(json!({"settings": {}, "reset": []})));
     assert_eq!(code, 0, "{out}");
     assert_eq!(out["changed"], false);
     assert_eq!(out["queries"], json!([]));
@@ -152,12 +112,9 @@ fn empty_settings_do_nothing_without_connecting() {
 #[test]
 fn unreachable_server_fails_and_hides_the_password() {
     let canary = "pw-canary-a17c";
-    let (code, out) = run(
-        "down",
-        args(
-            json!({"settings": {"archive_timeout": 60}, "login_password": canary, "connect_timeout": 3}),
-        ),
-    );
+    let (code, out) = run(args(
+        json!({"settings": {"archive_timeout": 60}, "login_password": canary, "connect_timeout": 3}),
+    ));
     assert_eq!(code, 1);
     let msg = out["msg"].as_str().unwrap();
     assert!(

@@ -340,11 +340,7 @@ impl Module for PgRoleDetect {
     fn execute(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
         // pg_autoctl refuses to run as root, and peer authentication wants the database user:
         // a root module becomes that user first; it only reads, so it needs nothing else.
-        if let Some(user) = args.become_user.as_deref().filter(|u| !u.is_empty()) {
-            RunAs::user(user)
-                .and_then(|u| u.become_user())
-                .map_err(|e| anyhow::anyhow!("become_user: {e}"))?;
-        }
+        RunAs::become_option(args.become_user.as_deref()).map_err(anyhow::Error::msg)?;
         let opts = DetectOptions {
             source: args.source,
             pgdata: args.pgdata.as_deref(),

@@ -1,70 +1,23 @@
 //! The compiled module, run as Ansible runs it (argv[1] = arguments file) and as a program (stdin).
 //! Real PostgreSQL scenarios live in the system tests (tests/ at the repository root).
 
+use ansible_module::testing::{dead_port, run_with_args_file, run_with_stdin};
 use serde_json::{json, Value};
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-fn scratch(name: &str) -> std::path::PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("pg_role_detect-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+const BIN: &str = env!("CARGO_BIN_EXE_pg_role_detect");
 
-/// Run with an arguments file, as Ansible does; returns (exit code, decoded JSON).
-fn run_file(name: &str, args: Value) -> (i32, Value) {
-    let dir = scratch(name);
-    let file = dir.join("args");
-    std::fs::write(&file, args.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pg_role_detect"))
-        .arg(&file)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.lines().count(), 1, "exactly one JSON line: {text}");
-    (
-        out.status.code().unwrap(),
-        serde_json::from_str(&text).unwrap(),
-    )
+fn run_file(args: Value) -> (i32, Value) {
+    run_with_args_file(BIN, &args)
 }
 
 fn run_stdin(input: &str) -> (i32, Value) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pg_role_detect"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap(),
-        serde_json::from_slice(&out.stdout).unwrap(),
-    )
-}
-
-/// A loopback port with nothing listening: bind, note the port, close.
-fn dead_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    run_with_stdin(BIN, input)
 }
 
 #[test]
 fn unknown_option_fails_naming_it() {
-    let (code, out) = run_file(
-        "unknown",
-        json!({"sorce": "sql", "_ansible_check_mode": false}),
-    );
+    let (code, out) = run_file(json!({"sorce": "sql", "_ansible_check_mode": false}));
     assert_eq!(code, 1);
     assert_eq!(out["failed"], true);
     let msg = out["msg"].as_str().unwrap();
@@ -77,7 +30,7 @@ fn unknown_option_fails_naming_it() {
 
 #[test]
 fn wrong_type_fails_naming_option_and_value() {
-    let (code, out) = run_file("type", json!({"login_port": "fivefourthree"}));
+    let (code, out) = run_file(json!({"login_port": "fivefourthree"}));
     assert_eq!(code, 1);
     let msg = out["msg"].as_str().unwrap();
     assert!(
@@ -88,7 +41,7 @@ fn wrong_type_fails_naming_option_and_value() {
 
 #[test]
 fn bad_choice_fails() {
-    let (_, out) = run_file("choice", json!({"source": "monitor"}));
+    let (_, out) = run_file(json!({"source": "monitor"}));
     assert_eq!(
         out["msg"],
         "value of source must be one of: auto, pg_autoctl, sql, got: monitor"
@@ -99,7 +52,6 @@ fn bad_choice_fails() {
 fn unreachable_postgres_is_unknown_with_a_warning() {
     let port = dead_port();
     let (code, out) = run_file(
-        "down",
         json!({"source": "sql", "login_host": "127.0.0.1", "login_port": port, "connect_timeout": 3}),
     );
     assert_eq!(code, 0, "{out}");
@@ -123,7 +75,6 @@ fn unreachable_postgres_is_unknown_with_a_warning() {
 fn unreachable_postgres_fails_with_fail_on_unknown_given_as_a_string() {
     let port = dead_port();
     let (code, out) = run_file(
-        "down-fail",
         json!({"source": "sql", "login_host": "127.0.0.1", "port": port.to_string(), "fail_on_unknown": "yes"}),
     );
     assert_eq!(code, 1);
@@ -143,7 +94,6 @@ fn password_never_appears_in_the_output() {
     let port = dead_port();
     let canary = "pw-canary-51c3e";
     let (_, out) = run_file(
-        "secret",
         json!({"source": "sql", "login_host": "127.0.0.1", "login_port": port, "login_password": canary}),
     );
     assert!(!out.to_string().contains(canary), "{out}");
@@ -171,10 +121,7 @@ fn reads_arguments_from_stdin_when_run_as_a_program() {
 
 #[test]
 fn missing_arguments_file_fails_in_json() {
-    let out = Command::new(env!("CARGO_BIN_EXE_pg_role_detect"))
-        .arg("/nonexistent/args")
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).arg("/nonexistent/args").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
