@@ -107,3 +107,16 @@ def test_result_fields_match_the_documented_return_values(pair, binary):
     protocol = {"changed", "invocation", "msg", "warnings", "failed"}
     assert set(out) - protocol == set(doc["RETURN"]), set(out) ^ set(doc["RETURN"])
     assert set(out["ansible_facts"]) == set(doc["RETURN"]["ansible_facts"]["contains"])
+
+
+def test_require_primary_exit_codes_suit_systemd_exec_condition(pair, binary):
+    """1 (skip quietly) on a standby, 255 (fail loudly) when the check is broken, 0 on the primary."""
+    primary, standby = pair
+    rc, out = run_module(binary, sql_args(primary, require_primary=True))
+    assert rc == 0 and out["role"] == "primary"
+    rc, out = run_module(binary, sql_args(standby, require_primary=True))
+    assert rc == 1 and out["failed"] is True and out["msg"] == "require_primary: this node is not the writable primary"
+    rc, out = run_module(binary, {"source": "sql", "login_host": "127.0.0.1", "login_port": free_port(), "require_primary": True})
+    assert rc == 255 and out["msg"].startswith("require_primary: the role of this node is unknown: connecting to PostgreSQL")
+    rc, out = run_module(binary, sql_args(primary, require_primary=True, become_user="no-such-user-x"))
+    assert rc == 255 and out["msg"] == "become_user: user 'no-such-user-x' does not exist"

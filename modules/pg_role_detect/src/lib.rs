@@ -52,6 +52,8 @@ pub struct Args {
     pub become_user: Option<String>,
     /// `fail_on_unknown`
     pub fail_on_unknown: bool,
+    /// `require_primary`
+    pub require_primary: bool,
     /// `login_*`, `connect_timeout`
     #[serde(flatten)]
     pub login: LoginArgs,
@@ -332,33 +334,67 @@ impl Module for PgRoleDetect {
             Opt::str("pg_autoctl_path").default("pg_autoctl"),
             Opt::str("become_user").default("postgres"),
             Opt::bool("fail_on_unknown").default(false),
+            Opt::bool("require_primary").default(false),
         ];
         options.extend(postgres_access::login_options());
         Spec::new(options)
     }
 
     fn execute(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
-        // pg_autoctl refuses to run as root, and peer authentication wants the database user:
-        // a root module becomes that user first; it only reads, so it needs nothing else.
-        RunAs::become_option(args.become_user.as_deref()).map_err(anyhow::Error::msg)?;
-        let opts = DetectOptions {
-            source: args.source,
-            pgdata: args.pgdata.as_deref(),
-            pg_autoctl_path: &args.pg_autoctl_path,
-            login: &args.login,
-        };
-        let det = detect(&opts, ctx)?;
-        if det.role == Role::Unknown {
-            let why = det
-                .unknown_reason
-                .clone()
-                .unwrap_or_else(|| "no witness answered".to_owned());
-            if args.fail_on_unknown {
-                return Ok(response(&det).fail(format!("the role of this node is unknown: {why}")));
+        let require_primary = args.require_primary;
+        match answer(args, ctx) {
+            // A check that cannot run must fail its systemd unit, not skip it like a standby.
+            Err(e) if require_primary => {
+                Ok(Response::failed(format!("{e:#}")).exit_code(EXIT_CHECK_BROKEN))
             }
-            ctx.warn(format!("the role of this node is unknown: {why}"));
+            other => other,
         }
-        Ok(response(&det))
+    }
+}
+
+/// `require_primary` on a standby: systemd's `ExecCondition` skips the unit quietly on 1-254.
+pub const EXIT_NOT_PRIMARY: i32 = 1;
+/// `require_primary` when the check itself is broken or the role unknown: 255 fails the unit.
+pub const EXIT_CHECK_BROKEN: i32 = 255;
+
+fn answer(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
+    // pg_autoctl refuses to run as root, and peer authentication wants the database user:
+    // a root module becomes that user first; it only reads, so it needs nothing else.
+    RunAs::become_option(args.become_user.as_deref()).map_err(anyhow::Error::msg)?;
+    let opts = DetectOptions {
+        source: args.source,
+        pgdata: args.pgdata.as_deref(),
+        pg_autoctl_path: &args.pg_autoctl_path,
+        login: &args.login,
+    };
+    let det = detect(&opts, ctx)?;
+    let why_unknown = || {
+        det.unknown_reason
+            .clone()
+            .unwrap_or_else(|| "no witness answered".to_owned())
+    };
+    match det.role {
+        Role::Unknown if args.require_primary => Ok(response(&det)
+            .fail(format!(
+                "require_primary: the role of this node is unknown: {}",
+                why_unknown()
+            ))
+            .exit_code(EXIT_CHECK_BROKEN)),
+        Role::Standby if args.require_primary => Ok(response(&det)
+            .fail("require_primary: this node is not the writable primary")
+            .exit_code(EXIT_NOT_PRIMARY)),
+        Role::Unknown if args.fail_on_unknown => Ok(response(&det).fail(format!(
+            "the role of this node is unknown: {}",
+            why_unknown()
+        ))),
+        Role::Unknown => {
+            ctx.warn(format!(
+                "the role of this node is unknown: {}",
+                why_unknown()
+            ));
+            Ok(response(&det))
+        }
+        _ => Ok(response(&det)),
     }
 }
 
