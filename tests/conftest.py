@@ -17,7 +17,7 @@ import pytest
 
 from harness import REPO, Cluster, SshServer, free_port, scratch_dir
 
-MODULES = ["pg_alter_system", "pg_role_detect", "pgbackrest_config"]
+MODULES = ["pg_alter_system", "pg_role_detect", "pgbackrest_config", "pgbackrest_stanza"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,624 @@
+//! `pgbackrest_stanza`: create, upgrade or delete a pgBackRest stanza, from the writable primary
+//! only, idempotently.
+//!
+//! The decision comes from `pgbackrest info --output=json` (never from `check`, which forces a WAL
+//! switch, and never from log lines): status 1 creates, 0 and 2 leave the stanza alone, anything
+//! else fails with pgBackRest's own message. On a node that is not the writable primary (asked the
+//! way `pg_role_detect` asks, through its library) the module does nothing and says why, so one
+//! task runs on every node of a formation. Two runs on one host take an exclusive lock beside
+//! pgBackRest's own lock files and probe again under it, so only one of them creates.
+
+pub mod conf;
+pub mod info;
+
+use ansible_module::process::{Cmd, CmdError, RunAs};
+use ansible_module::{Context, Diff, Module, Opt, Response, Spec};
+use anyhow::{bail, Context as _};
+use info::{Status, Verdict};
+use pg_role_detect::{DetectOptions, Role, Source};
+use postgres_access::{LoginArgs, Postmaster};
+use serde::Deserialize;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+/// `state`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// The stanza exists.
+    Present,
+    /// The stanza exists and matches the running PostgreSQL (`stanza-upgrade` when not).
+    Upgraded,
+    /// The stanza does not exist.
+    Absent,
+}
+
+/// A caller-given role (`role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GivenRole {
+    /// The writable primary.
+    Primary,
+    /// Not the writable primary.
+    Standby,
+    /// Not known.
+    Unknown,
+}
+
+/// The module's options, as documented.
+#[derive(Debug, Deserialize)]
+pub struct Args {
+    /// `stanza`
+    pub stanza: String,
+    /// `config`
+    pub config: PathBuf,
+    /// `state`
+    pub state: State,
+    /// `only_on_primary`
+    pub only_on_primary: bool,
+    /// `source`
+    pub source: Source,
+    /// `role`
+    pub role: Option<GivenRole>,
+    /// `pgdata`
+    pub pgdata: Option<PathBuf>,
+    /// `pg_autoctl_path`
+    pub pg_autoctl_path: String,
+    /// `pgbackrest_path`
+    pub pgbackrest_path: String,
+    /// `check_after`
+    pub check_after: bool,
+    /// `force`
+    pub force: bool,
+    /// `become_user`
+    pub become_user: Option<String>,
+    /// `io_timeout`
+    pub io_timeout: Option<i64>,
+    /// `db_timeout`
+    pub db_timeout: Option<i64>,
+    /// `login_*`, `connect_timeout`
+    #[serde(flatten)]
+    pub login: LoginArgs,
+}
+
+/// A stanza name pgBackRest accepts and that is safe in a file name and a command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StanzaName(String);
+
+impl StanzaName {
+    /// Letters, digits, `-`, `_`, `.`; not starting with `-` or `.`; at most 64 characters.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && !name.starts_with(['-', '.'])
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if ok {
+            Ok(StanzaName(name.to_owned()))
+        } else {
+            Err(format!(
+                "stanza: '{}' is not a valid stanza name (letters, digits, '-', '_', '.'; at most 64 characters; not starting with '-' or '.')",
+                name.escape_default()
+            ))
+        }
+    }
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// What the run will do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    None,
+    Create,
+    Upgrade,
+    Delete,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::None => "none",
+            Action::Create => "create",
+            Action::Upgrade => "upgrade",
+            Action::Delete => "delete",
+        }
+    }
+}
+
+/// The running cluster's identity, read with SQL (`None` when it does not answer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ClusterDb {
+    system_id: String,
+    version: String,
+}
+
+const DB_QUERY: &str = "SELECT system_identifier::text, current_setting('server_version_num') FROM pg_control_system()";
+
+/// The Ansible module.
+pub struct PgbackrestStanza;
+
+impl Module for PgbackrestStanza {
+    type Args = Args;
+    const NAME: &'static str = "pgbackrest_stanza";
+
+    fn spec() -> Spec {
+        let mut options = vec![
+            Opt::str("stanza").required(),
+            Opt::path("config").default("/etc/pgbackrest/pgbackrest.conf"),
+            Opt::str("state")
+                .choices(&["present", "upgraded", "absent"])
+                .default("present"),
+            Opt::bool("only_on_primary").default(true),
+            Opt::str("source")
+                .choices(&["auto", "pg_autoctl", "sql"])
+                .default("auto"),
+            Opt::str("role").choices(&["primary", "standby", "unknown"]),
+            Opt::path("pgdata"),
+            Opt::str("pg_autoctl_path").default("pg_autoctl"),
+            Opt::str("pgbackrest_path").default("pgbackrest"),
+            Opt::bool("check_after").default(false),
+            Opt::bool("force").default(false),
+            Opt::str("become_user").default("postgres"),
+            Opt::int("io_timeout"),
+            Opt::int("db_timeout"),
+        ];
+        options.extend(postgres_access::login_options());
+        Spec::new(options)
+    }
+
+    fn execute(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
+        let stanza = StanzaName::parse(&args.stanza).map_err(anyhow::Error::msg)?;
+        for (name, value) in [
+            ("io_timeout", args.io_timeout),
+            ("db_timeout", args.db_timeout),
+        ] {
+            if value.is_some_and(|v| !(1..=86400).contains(&v)) {
+                bail!(
+                    "{name}: {} is out of range (1 to 86400 seconds)",
+                    value.unwrap_or_default()
+                );
+            }
+        }
+        // pgBackRest refuses to run as root with a repository owned by postgres, pg_autoctl refuses
+        // root, peer authentication wants the database user: become that user for the whole run.
+        if let Some(user) = args.become_user.as_deref().filter(|u| !u.is_empty()) {
+            RunAs::user(user)
+                .and_then(|u| u.become_user())
+                .map_err(|e| anyhow::anyhow!("become_user: {e}"))?;
+        }
+        let conf = conf::read(&args.config, stanza.as_str())?;
+        for secret in conf.secrets.iter().chain(conf::env_secrets().iter()) {
+            ctx.add_secret(secret);
+        }
+        let pgdata = args
+            .pgdata
+            .clone()
+            .or_else(|| conf.pg1_path.as_ref().map(PathBuf::from));
+        let mut run = Run {
+            args: &args,
+            stanza: &stanza,
+            commands: Vec::new(),
+            queries: Vec::new(),
+        };
+
+        // Who may act.
+        let role = if let Some(given) = args.role {
+            Some(match given {
+                GivenRole::Primary => Role::Primary,
+                GivenRole::Standby => Role::Standby,
+                GivenRole::Unknown => Role::Unknown,
+            })
+        } else if args.only_on_primary {
+            let det = pg_role_detect::detect(
+                &DetectOptions {
+                    source: args.source,
+                    pgdata: pgdata.as_deref(),
+                    pg_autoctl_path: &args.pg_autoctl_path,
+                    login: &args.login,
+                },
+                ctx,
+            )
+            .context("detecting this node's role")?;
+            run.commands.extend(det.commands.iter().cloned());
+            run.queries.extend(det.queries.iter().cloned());
+            if det.role == Role::Unknown {
+                let why = det
+                    .unknown_reason
+                    .unwrap_or_else(|| "no witness answered".into());
+                return Ok(run.skipped(Role::Unknown, format!("the role of this node is unknown ({why}); only the writable primary manages the stanza")));
+            }
+            Some(det.role)
+        } else {
+            None
+        };
+        if args.only_on_primary && role != Some(Role::Primary) {
+            let role = role.unwrap_or(Role::Unknown);
+            let reason = format!(
+                "this node is not the writable primary (role {}); only the primary manages stanza '{}'",
+                role_name(role),
+                stanza.as_str()
+            );
+            return Ok(run.skipped(role, reason));
+        }
+
+        // Serialize runs on this host: the probe and the change happen under one lock.
+        let _lock = if ctx.check_mode {
+            None
+        } else {
+            Some(lock(&conf, &stanza)?)
+        };
+        let before = match run.info() {
+            Ok(s) => s,
+            Err(InfoError(code, msg)) => return Ok(run.failed_probe(code, msg)),
+        };
+        let verdict = info::verdict(&before);
+        let cluster = match args.state {
+            State::Absent => None,
+            _ if verdict == Verdict::Missing => None,
+            _ => run.cluster_db(pgdata.as_deref()),
+        };
+        let action = match plan(args.state, &verdict, cluster.as_ref(), &before, args.force) {
+            Ok(a) => a,
+            Err((code, msg)) => {
+                return Ok(run
+                    .response(&before, None, Action::None, role)
+                    .field("rc", code)
+                    .fail(msg)
+                    .exit_code(code))
+            }
+        };
+        let commands = run.commands_for(action, &before);
+        let changed = action != Action::None;
+        if ctx.check_mode || !changed {
+            if ctx.check_mode {
+                run.commands.extend(commands.iter().map(Cmd::display));
+            }
+            return Ok(run
+                .response(&before, None, action, role)
+                .changed(changed)
+                .diff(diff(&before, action, stanza.as_str())));
+        }
+        for cmd in &commands {
+            run.commands.push(cmd.display());
+            if let Err(e) = cmd.run() {
+                let code = e.code().unwrap_or(1);
+                let after = run.info().ok();
+                return Ok(run
+                    .response(&before, after.as_ref(), action, role)
+                    .changed(after.as_ref() != Some(&before))
+                    .field("rc", code)
+                    .fail(failure(action, stanza.as_str(), &e))
+                    .exit_code(code));
+            }
+        }
+        let after = match run.info() {
+            Ok(s) => s,
+            Err(InfoError(code, msg)) => return Ok(run.failed_probe(code, msg).changed(true)),
+        };
+        Ok(run
+            .response(&before, Some(&after), action, role)
+            .changed(true)
+            .diff(diff(&before, action, stanza.as_str())))
+    }
+}
+
+fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Primary => "primary",
+        Role::Standby => "standby",
+        Role::Unknown => "unknown",
+    }
+}
+
+fn failure(action: Action, stanza: &str, e: &CmdError) -> String {
+    let what = match action {
+        Action::Create => "creating",
+        Action::Upgrade => "upgrading",
+        Action::Delete => "deleting",
+        Action::None => "checking",
+    };
+    format!("{what} stanza '{stanza}': {e}")
+}
+
+/// The plan from the state wanted, the status and the cluster's identity.
+fn plan(
+    state: State,
+    verdict: &Verdict,
+    cluster: Option<&ClusterDb>,
+    status: &Status,
+    force: bool,
+) -> Result<Action, (i32, String)> {
+    match (state, verdict) {
+        (State::Absent, Verdict::Missing) => Ok(Action::None),
+        (State::Absent, _) if !force => Err((1, "force: state=absent deletes every backup and archive of the stanza; set force=true to do it".to_owned())),
+        (State::Absent, _) => Ok(Action::Delete),
+        (_, Verdict::Broken { code, message }) => Err((*code, format!("pgBackRest reports a problem with the stanza, which this module does not repair: {message}"))),
+        (_, Verdict::Missing) => Ok(Action::Create),
+        (_, Verdict::Exists { missing_on }) => {
+            let mismatch = cluster.and_then(|c| {
+                status.repos.iter().filter_map(|r| Some((r.key, r.db.as_ref()?))).find(|(_, d)| d.system_id != c.system_id || d.version != c.version)
+                    .map(|(key, d)| format!("repo{key} records system-id {} version {}, the running cluster is system-id {} version {}", d.system_id, d.version, c.system_id, c.version))
+            });
+            match (state, mismatch) {
+                (State::Present, Some(m)) => Err((28, format!("database mismatch: {m}; pgBackRest would refuse it ([028] backup and archive info files exist but do not match the database). After a major upgrade or a new cluster, use state=upgraded"))),
+                (State::Upgraded, Some(_)) => Ok(Action::Upgrade),
+                (State::Upgraded, None) if cluster.is_none() => Err((56, "state=upgraded: the running cluster's system id and version could not be read (is PostgreSQL up and the login right?)".to_owned())),
+                _ if !missing_on.is_empty() => Ok(Action::Create),
+                _ => Ok(Action::None),
+            }
+        }
+    }
+}
+
+fn diff(before: &Status, action: Action, stanza: &str) -> Diff {
+    let exists = !before.missing();
+    let after = match action {
+        Action::None => exists,
+        Action::Delete => false,
+        _ => true,
+    };
+    let side =
+        |present: bool| json!({"stanza": stanza, "state": if present {"present"} else {"absent"}});
+    Diff {
+        before: side(exists),
+        after: if action == Action::Upgrade {
+            json!({"stanza": stanza, "state": "upgraded"})
+        } else {
+            side(after)
+        },
+        before_header: Some(format!("stanza {stanza}")),
+        after_header: Some(format!("stanza {stanza}")),
+    }
+}
+
+/// An exclusive lock beside pgBackRest's own lock files, held for the rest of the run.
+fn lock(
+    conf: &conf::Conf,
+    stanza: &StanzaName,
+) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+    let dir = PathBuf::from(conf.lock_path.as_deref().unwrap_or(conf::DEFAULT_LOCK_PATH));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o770)
+        .create(&dir)
+        .with_context(|| format!("creating the lock directory {}", dir.display()))?;
+    let path = dir.join(format!("{}-pgbackrest_stanza.lock", stanza.as_str()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o640)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))
+}
+
+struct Run<'a> {
+    args: &'a Args,
+    stanza: &'a StanzaName,
+    commands: Vec<String>,
+    queries: Vec<String>,
+}
+
+impl Run<'_> {
+    /// `pgbackrest --config=C --stanza=S [timeouts] COMMAND ...`; console logging off, errors on stderr.
+    fn pgbackrest(&self, command: &str) -> Cmd {
+        let mut cmd = Cmd::new(&self.args.pgbackrest_path)
+            .arg(format!("--config={}", self.args.config.display()))
+            .arg(format!("--stanza={}", self.stanza.as_str()))
+            .arg("--log-level-console=off")
+            .arg("--log-level-stderr=warn");
+        if let Some(t) = self.args.io_timeout {
+            cmd = cmd.arg(format!("--io-timeout={t}"));
+        }
+        if let Some(t) = self.args.db_timeout {
+            cmd = cmd.arg(format!("--db-timeout={t}"));
+        }
+        cmd.arg(command)
+    }
+
+    fn info(&mut self) -> Result<Status, InfoError> {
+        let cmd = self.pgbackrest("info").arg("--output=json");
+        self.commands.push(cmd.display());
+        let out = cmd.run().map_err(|e| {
+            InfoError(
+                e.code().unwrap_or(1),
+                format!("probing stanza '{}': {e}", self.stanza.as_str()),
+            )
+        })?;
+        info::parse(&out.stdout, self.stanza.as_str()).map_err(|e| InfoError(1, e))
+    }
+
+    fn failed_probe(&self, code: i32, msg: String) -> Response {
+        Response::new()
+            .field("stanza", self.stanza.as_str())
+            .field("commands", &self.commands)
+            .field("queries", &self.queries)
+            .field("rc", code)
+            .fail(msg)
+            .exit_code(code)
+    }
+
+    fn cluster_db(&mut self, pgdata: Option<&Path>) -> Option<ClusterDb> {
+        let postmaster = pgdata.and_then(Postmaster::read);
+        let login = postgres_access::Login::new(&self.args.login, postmaster.as_ref()).ok()?;
+        self.queries.push(DB_QUERY.to_owned());
+        postgres_access::block_on(async {
+            let client = login.connect().await.ok()?;
+            let row = postgres_access::simple_row(&client, DB_QUERY).await.ok()?;
+            let num: i64 = row.get(1).cloned().flatten()?.parse().ok()?;
+            Some(ClusterDb {
+                system_id: row.first().cloned().flatten()?,
+                // pgBackRest records `15` for 150004 and `9.6` for 90624.
+                version: if num >= 100000 {
+                    (num / 10000).to_string()
+                } else {
+                    format!("{}.{}", num / 10000, num / 100 % 100)
+                },
+            })
+        })
+        .ok()
+        .flatten()
+    }
+
+    fn commands_for(&self, action: Action, before: &Status) -> Vec<Cmd> {
+        let mut cmds = Vec::new();
+        match action {
+            Action::None => {}
+            Action::Create => cmds.push(self.pgbackrest("stanza-create")),
+            Action::Upgrade => cmds.push(self.pgbackrest("stanza-upgrade")),
+            Action::Delete => {
+                // pgBackRest's required sequence: stop, then stanza-delete (--force: PostgreSQL may
+                // be running) once per repository that holds the stanza, then start again so that
+                // a stanza created later is not left stopped.
+                cmds.push(self.pgbackrest("stop"));
+                let repos: Vec<i64> = before
+                    .repos
+                    .iter()
+                    .filter(|r| r.code != info::MISSING)
+                    .map(|r| r.key)
+                    .collect();
+                let repos = if repos.is_empty() { vec![1] } else { repos };
+                for key in repos {
+                    cmds.push(
+                        self.pgbackrest("stanza-delete")
+                            .arg(format!("--repo={key}"))
+                            .arg("--force"),
+                    );
+                }
+                cmds.push(self.pgbackrest("start"));
+            }
+        }
+        if self.args.check_after && matches!(action, Action::Create | Action::Upgrade) {
+            cmds.push(self.pgbackrest("check"));
+        }
+        cmds
+    }
+
+    fn skipped(self, role: Role, reason: String) -> Response {
+        Response::new()
+            .msg(reason.clone())
+            .field("stanza", self.stanza.as_str())
+            .field("role", role_name(role))
+            .field("action", "none")
+            .field("skipped_reason", reason)
+            .field("status", None::<Status>)
+            .field("commands", &self.commands)
+            .field("queries", &self.queries)
+    }
+
+    fn response(
+        &self,
+        before: &Status,
+        after: Option<&Status>,
+        action: Action,
+        role: Option<Role>,
+    ) -> Response {
+        let shown = after.unwrap_or(before);
+        Response::new()
+            .msg(match action {
+                Action::None => format!("stanza '{}' is as wanted", self.stanza.as_str()),
+                a => format!("stanza '{}': {}", self.stanza.as_str(), a.name()),
+            })
+            .field("stanza", self.stanza.as_str())
+            .field("role", role.map(role_name))
+            .field("action", action.name())
+            .field("skipped_reason", None::<String>)
+            .field("status", shown)
+            .field("status_before", before)
+            .field("commands", &self.commands)
+            .field("queries", &self.queries)
+    }
+}
+
+/// `info` itself failed (it exits 0 for every stanza status): its exit code and message.
+#[derive(Debug)]
+struct InfoError(i32, String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stanza_names_are_validated() {
+        assert!(StanzaName::parse("main").is_ok());
+        assert!(StanzaName::parse("db-1_prod.eu").is_ok());
+        for bad in ["", "-x", ".x", "a b", "a]b", "a:b", "a/b", &"x".repeat(65)] {
+            let e = StanzaName::parse(bad).unwrap_err();
+            assert!(e.starts_with("stanza: '"), "{e}");
+        }
+    }
+
+    fn status(code: i64, sys: &str) -> Status {
+        Status {
+            code,
+            message: String::new(),
+            repos: vec![info::RepoStatus {
+                key: 1,
+                code,
+                message: String::new(),
+                cipher: None,
+                db: Some(info::Db {
+                    system_id: sys.into(),
+                    version: "15".into(),
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn plans_follow_the_status_codes() {
+        let db = ClusterDb {
+            system_id: "1".into(),
+            version: "15".into(),
+        };
+        let ok = status(2, "1");
+        let v = info::verdict(&ok);
+        assert_eq!(
+            plan(State::Present, &v, Some(&db), &ok, false),
+            Ok(Action::None)
+        );
+        assert_eq!(
+            plan(State::Upgraded, &v, Some(&db), &ok, false),
+            Ok(Action::None)
+        );
+        assert_eq!(plan(State::Absent, &v, None, &ok, false).unwrap_err().0, 1);
+        assert_eq!(plan(State::Absent, &v, None, &ok, true), Ok(Action::Delete));
+        let other = status(0, "2");
+        let v = info::verdict(&other);
+        assert_eq!(
+            plan(State::Present, &v, Some(&db), &other, false)
+                .unwrap_err()
+                .0,
+            28
+        );
+        assert_eq!(
+            plan(State::Upgraded, &v, Some(&db), &other, false),
+            Ok(Action::Upgrade)
+        );
+        let missing = status(1, "");
+        let v = info::verdict(&missing);
+        assert_eq!(
+            plan(State::Present, &v, None, &missing, false),
+            Ok(Action::Create)
+        );
+        assert_eq!(
+            plan(State::Absent, &v, None, &missing, false),
+            Ok(Action::None)
+        );
+        let broken = status(3, "1");
+        let v = info::verdict(&broken);
+        assert_eq!(
+            plan(State::Present, &v, Some(&db), &broken, false)
+                .unwrap_err()
+                .0,
+            3
+        );
+    }
+}
