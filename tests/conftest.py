@@ -74,6 +74,12 @@ class Ansible:
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**self.env, **(env or {})}, cwd=self.workdir)
         return proc.returncode, parse_minimal(proc.stdout), proc.stdout + proc.stderr
 
+    def run(self, *args, env=None):
+        """Any ansible command line (ansible-playbook PATH ...); returns (rc, output)."""
+        proc = subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                              env={**self.env, **(env or {})}, cwd=self.workdir)
+        return proc.returncode, proc.stdout + proc.stderr
+
     def playbook(self, playbook: str, inventory=None, extra=(), env=None, name="play.yml"):
         """Run a playbook given as YAML text; returns (rc, output)."""
         path = self.workdir / name

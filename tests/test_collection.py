@@ -75,3 +75,20 @@ def test_built_binary_runs_on_glibc_2_31(bullseye, module_bin, pair):
         assert json.loads(proc.stdout)["role"] == "primary"
     finally:
         os.unlink(bullseye + name)
+
+
+def test_role_argument_specs_document_every_default_exactly():
+    for role in sorted((REPO / "collection/roles").iterdir()):
+        defaults = yaml.safe_load((role / "defaults/main.yml").read_text())
+        options = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]["options"]
+        assert set(options) == set(defaults), f"{role.name}: {set(options) ^ set(defaults)}"
+        for name, spec in options.items():
+            assert spec.get("default") == defaults[name], f"{role.name}: {name}"
+            assert spec.get("description"), f"{role.name}: {name} has no description"
+
+
+def test_ansible_doc_shows_the_roles(ansible):
+    listed = subprocess.run(["ansible-doc", "-t", "role", "-l", "veza.pgbackrest"], env=ansible.env, capture_output=True, text=True)
+    assert listed.returncode == 0, listed.stderr
+    for role in (REPO / "collection/roles").iterdir():
+        assert f"veza.pgbackrest.{role.name}:" in listed.stdout

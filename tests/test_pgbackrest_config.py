@@ -3,7 +3,6 @@
 import grp
 import hashlib
 import json
-import os
 import pwd
 import random
 import signal
