@@ -41,9 +41,10 @@ def collections_path(tarball, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def module_bin(collections_path):
-    """Path of an installed module binary (the release build, as shipped)."""
+    """Path of an installed module binary (the release build for this machine, as shipped): the
+    file that plugins/modules/NAME points to."""
     def path(name):
-        return collections_path / "ansible_collections/veza/pgbackrest/plugins/modules/__bin" / name
+        return (collections_path / "ansible_collections/veza/pgbackrest/plugins/modules" / name).resolve()
     return path
 
 

@@ -19,10 +19,13 @@ def test_tarball_holds_binaries_docs_and_no_sources(tarball):
     with tarfile.open(tarball) as tar:
         names = {m.name: m for m in tar.getmembers()}
     for m in MODULES:
-        binary = names[f"plugins/modules/__bin/{m}"]
+        binary = names[f"plugins/modules/__bin/x86_64-unknown-linux-gnu.2.17/{m}"]
         assert binary.isfile() and binary.mode & 0o111, "binary must be executable"
-        assert names[f"plugins/modules/{m}"].issym() and names[f"plugins/modules/{m}"].linkname == f"__bin/{m}"
+        link = names[f"plugins/modules/{m}"]
+        assert link.issym() and link.linkname == f"__bin/x86_64-unknown-linux-gnu.2.17/{m}"
         assert f"plugins/modules/{m}.yml" in names and f"plugins/modules/{m}.py" in names
+        assert names[f"plugins/action/{m}.py"].isfile(), "every module has its action plugin"
+    assert "plugins/plugin_utils/binary_transport.py" in names
     assert not [n for n in names if n.endswith((".rs", "Cargo.toml", "Cargo.lock")) or n.startswith("target")]
 
 

@@ -1,0 +1,262 @@
+"""The fast transport for this collection's binary modules, shared by every action plugin.
+
+Ansible runs a binary module with five SSH commands and two uploads per task, sends the binary
+every time and writes the task's arguments (secrets included) to a file on the target; binary
+modules cannot be pipelined. This action plugin instead:
+
+- detects the target's architecture and libc once per host (kept for the rest of the run as the
+  host fact ``veza_pgbackrest_platform``) and picks the build made for it from
+  ``plugins/modules/__bin/<rust target>/NAME`` (``x86_64-unknown-linux-gnu.2.17`` = x86_64, glibc
+  2.17 or newer), failing clearly when none fits;
+- keeps the binary on the target in ``~/.ansible/veza-bin/<sha256>`` of the user that runs it (the
+  become user when becoming), uploading it only when missing, to a temporary name then renamed,
+  so concurrent first uploads cannot leave a partial file under the final name;
+- runs it in one command, through the become plugin, with the arguments (and the
+  ``_ansible_check_mode``/``_diff``/``_no_log``/``_verbosity``/... internals) on stdin: they never
+  touch the target's disk, and the target needs no Python.
+
+Ansible's normal binary-module path (``ansible.builtin.normal``) is used instead, with a warning
+at -v, for ``async`` tasks (Ansible's async_wrapper needs the module as a file), for connections
+that cannot feed stdin to a command or whose shell is not POSIX, and when the target's platform
+cannot be detected. ``veza_pgbackrest_fast_path: false`` (a variable) selects the normal path on
+purpose, without a warning. ``veza_pgbackrest_platform`` set as a variable overrides detection
+(``{arch: aarch64, libc: glibc, libc_version: "2.31"}``), for targets where detection is wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+
+from ansible.errors import AnsibleError
+from ansible.module_utils.common.json import Direction, get_module_encoder
+from ansible.module_utils.parsing.convert_bool import boolean
+from ansible.plugins.action import ActionBase
+from ansible.plugins.action.normal import ActionModule as NormalActionModule
+from ansible.release import __version__ as ansible_version
+from ansible.utils.display import Display
+from ansible.vars.clean import remove_internal_keys
+
+display = Display()
+
+#: Where the binaries live on the target, relative to the running user's home.
+CACHE_DIR = ".ansible/veza-bin"
+#: The host fact holding the detected platform.
+PLATFORM_FACT = "veza_pgbackrest_platform"
+#: Printed by the run command when the cached binary is not there.
+MISSING = "VEZA-BINARY-MISSING"
+#: Binary modules are built and fed with Ansible's legacy serialization profile.
+PROFILE = "legacy"
+
+# Rust target directory names under __bin: ARCH-VENDOR-linux-LIBC[.MIN_GLIBC]
+BUILD_DIR = re.compile(r"^(?P<arch>[^-]+)-[^-]+-linux-(?P<libc>gnu|musl)(?:\.(?P<min>[0-9.]+))?$")
+# What `uname -m` may say for an architecture, mapped to Rust's name for it.
+ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "armv8l": "aarch64", "i686": "i686"}
+
+PROBE = r"""
+echo "arch=$(uname -m 2>/dev/null)"
+echo "glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null)"
+echo "ldd=$(ldd --version 2>&1 | head -n 2 | tr '\n' ' ')"
+"""
+
+
+def _version(text):
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+def parse_probe(stdout):
+    """The platform from the probe's output: {arch, libc, libc_version}, or None if unknown."""
+    seen = dict(line.split("=", 1) for line in stdout.splitlines() if "=" in line)
+    arch = seen.get("arch", "").strip()
+    if not re.fullmatch(r"[A-Za-z0-9_]+", arch):
+        return None
+    arch = ARCH_ALIASES.get(arch, arch)
+    glibc = re.search(r"glibc\s+([0-9.]+)", seen.get("glibc", ""))
+    if glibc:
+        return {"arch": arch, "libc": "glibc", "libc_version": glibc.group(1)}
+    musl = re.search(r"musl libc.*?Version\s+([0-9.]+)", seen.get("ldd", ""), re.I)
+    if musl:
+        return {"arch": arch, "libc": "musl", "libc_version": musl.group(1)}
+    return None
+
+
+def available_builds(module_dir, name):
+    """{build directory: path} of the builds of module `name` shipped with the collection."""
+    bin_dir = os.path.join(module_dir, "__bin")
+    builds = {}
+    for entry in sorted(os.listdir(bin_dir)) if os.path.isdir(bin_dir) else ():
+        path = os.path.join(bin_dir, entry, name)
+        if BUILD_DIR.match(entry) and os.path.isfile(path):
+            builds[entry] = path
+    return builds
+
+
+def pick_build(builds, platform):
+    """The build for `platform` (newest libc requirement that the target meets), or None."""
+    fits = []
+    for entry, path in builds.items():
+        m = BUILD_DIR.match(entry)
+        libc = "glibc" if m["libc"] == "gnu" else "musl"
+        if m["arch"] != platform["arch"]:
+            continue
+        if libc == "musl":
+            fits.append(((), path))  # a musl build is static: it runs on any Linux of its arch
+        elif libc == platform["libc"] and _version(m["min"] or "0") <= _version(platform["libc_version"]):
+            fits.append((_version(m["min"] or "0"), path))
+    return max(fits)[1] if fits else None
+
+
+def sha256_file(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ActionModule(NormalActionModule):
+    """Runs a veza.pgbackrest binary module over the fast transport (see the module docstring)."""
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        why_not = self._fast_path_unavailable(task_vars)
+        if why_not is not None:
+            return self._fallback(tmp, task_vars, why_not)
+
+        result = ActionBase.run(self, tmp, task_vars)
+        module_path, module_fqcn = self._find_module()
+        builds = available_builds(os.path.dirname(module_path), module_fqcn.rsplit(".", 1)[-1])
+
+        facts = {}
+        # A delegated task runs on another host than the one whose variables and facts it sees.
+        platform = None if self._task.delegate_to else self._known_platform(task_vars)
+        if platform is None:
+            platform = self._detect()
+            if platform is None:
+                return self._fallback(tmp, task_vars, "the target's architecture and libc could not be detected")
+            if not self._task.delegate_to:
+                facts[PLATFORM_FACT] = platform
+
+        binary = pick_build(builds, platform)
+        if binary is None:
+            result.update(failed=True, msg=(
+                f"{self._task.action}: no build for this target ({platform['arch']}, {platform['libc']} "
+                f"{platform['libc_version']}); the collection has {', '.join(builds) or 'none'}"))
+            if facts:
+                result["ansible_facts"] = facts
+            return result
+
+        digest = sha256_file(binary)
+        encoder = get_module_encoder(PROFILE, Direction.CONTROLLER_TO_MODULE)
+        in_data = json.dumps(self._module_args(), cls=encoder).encode()
+
+        uploaded = False
+        res = self._run_cached(digest, in_data)
+        if res["stdout"].strip() == MISSING:
+            self._upload(binary, digest)
+            uploaded = True
+            res = self._run_cached(digest, in_data)
+            if res["stdout"].strip() == MISSING:
+                raise AnsibleError(f"the uploaded binary {self._cache_path(digest)} is not executable on the target")
+
+        try:
+            # The module prints exactly one JSON object: plain strings come back untrusted, as
+            # Ansible's decoder would leave them. Anything else takes Ansible's parser and errors.
+            data = json.loads(res["stdout"])
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            data = self._parse_returned_data(res, PROFILE)
+        remove_internal_keys(data)
+        for stream in ("stdout", "stderr"):
+            if stream in data and f"{stream}_lines" not in data:
+                data[f"{stream}_lines"] = (data.get(stream) or "").splitlines()
+        if facts:
+            data["ansible_facts"] = {**(data.get("ansible_facts") or {}), **facts}
+        data["veza_transport"] = {"path": "fast", "binary": digest, "uploaded": uploaded,
+                                  "build": os.path.basename(os.path.dirname(binary))}
+        result.update(data)
+        return result
+
+    def _module_args(self):
+        """The task's arguments and the internals these binaries read (ansible_module's Context).
+
+        ActionBase._update_module_args would add more (syslog, selinux, traceback settings) at
+        about 10 ms per task on this controller, for values the binaries ignore.
+        """
+        if self._task.check_mode and not self._supports_check_mode:
+            raise AnsibleError("check mode is not supported for this operation")
+        return {**self._task.args,
+                "_ansible_check_mode": bool(self._task.check_mode),
+                "_ansible_diff": bool(self._task.diff),
+                "_ansible_no_log": bool(self._task.no_log),
+                "_ansible_verbosity": display.verbosity,
+                "_ansible_version": ansible_version,
+                "_ansible_module_name": self._task.action}
+
+    # -- choosing the path ---------------------------------------------------------------------
+
+    def _fast_path_unavailable(self, task_vars):
+        """Why the fast path cannot serve this task, or None."""
+        if not boolean(task_vars.get("veza_pgbackrest_fast_path", True), strict=False):
+            return ""  # asked for: no warning
+        if self._task.async_val:
+            return "async tasks run through Ansible's async_wrapper, which needs the module as a file"
+        if getattr(self._connection._shell, "SHELL_FAMILY", "") != "sh":
+            return f"the target shell {self._connection._shell.SHELL_FAMILY!r} is not POSIX"
+        if not self._connection.has_pipelining or self._connection.always_pipeline_modules:
+            return f"the {self._connection.transport} connection cannot feed a command's stdin"
+        return None
+
+    def _fallback(self, tmp, task_vars, why):
+        if why and display.verbosity >= 1:
+            display.warning(f"{self._task.action}: Ansible's binary-module transport is used because {why}")
+        result = super().run(tmp, task_vars)
+        result["veza_transport"] = {"path": "normal"}
+        return result
+
+    def _find_module(self):
+        """(path of plugins/modules/NAME, FQCN) of the module this task runs."""
+        found = self._shared_loader_obj.module_loader.find_plugin_with_context(
+            self._task.action, collection_list=self._task.collections)
+        if not found.resolved:
+            raise AnsibleError(f"module {self._task.action} not found")
+        return found.plugin_resolved_path, found.plugin_resolved_name
+
+    def _known_platform(self, task_vars):
+        given = task_vars.get(PLATFORM_FACT) or (task_vars.get("ansible_facts") or {}).get(PLATFORM_FACT)
+        if isinstance(given, dict) and {"arch", "libc", "libc_version"} <= given.keys():
+            return {k: str(given[k]) for k in ("arch", "libc", "libc_version")}
+        return None
+
+    # -- commands on the target ------------------------------------------------------------------
+
+    def _cache_path(self, digest):
+        return f'"$HOME"/{CACHE_DIR}/{digest}'
+
+    def _detect(self):
+        res = self._low_level_execute_command(PROBE.strip(), sudoable=True)
+        return parse_probe(res.get("stdout", "")) if res.get("rc") == 0 else None
+
+    def _run_cached(self, digest, in_data):
+        """One command: run the cached binary with the arguments on stdin, or say it is missing."""
+        env = self._compute_environment_string()
+        cmd = (f'f={self._cache_path(digest)}; if [ -x "$f" ]; then {env} "$f"; exit $?; fi; '
+               f'echo {MISSING}')
+        return self._low_level_execute_command(cmd, sudoable=True, in_data=in_data)
+
+    def _upload(self, binary, digest):
+        """Write the binary to a temporary name next to its final one, check it, rename it."""
+        with open(binary, "rb") as f:
+            data = f.read()
+        d = f'"$HOME"/{CACHE_DIR}'
+        cmd = (f'umask 077 && mkdir -p {d} && t={d}/.{digest}.$$ && cat > "$t" && '
+               f'if command -v sha256sum >/dev/null 2>&1; then '
+               f'[ "$(sha256sum < "$t" | cut -c1-64)" = {digest} ] || {{ rm -f "$t"; echo checksum mismatch >&2; exit 1; }}; fi && '
+               f'chmod 0700 "$t" && mv -f "$t" {d}/{digest}')
+        res = self._low_level_execute_command(cmd, sudoable=True, in_data=data)
+        if res.get("rc") != 0:
+            raise AnsibleError(f"uploading {os.path.basename(binary)} to {d}/{digest} failed "
+                               f"(rc={res.get('rc')}): {res.get('stderr', '').strip()}")
