@@ -109,6 +109,15 @@ def sshd(tmp_path_factory):
         yield server.inventory_vars("root")
 
 
+@pytest.fixture(scope="session")
+def drill_image():
+    """Incus up (scripts/incus-up) and the drill image imported (scripts/drill-image, cached by
+    its inputs): returns the image alias."""
+    subprocess.run([REPO / "scripts" / "incus-up"], check=True, capture_output=True, text=True)
+    out = subprocess.run([REPO / "scripts" / "drill-image"], check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
 @pytest.fixture(scope="module")
 def pair():
     """A plain primary and its streaming standby (pg_basebackup -R), peer auth on the socket."""
