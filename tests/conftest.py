@@ -17,7 +17,7 @@ import pytest
 
 from harness import REPO, Cluster, SshServer, free_port, scratch_dir
 
-MODULES = ["pg_alter_system", "pg_role_detect", "pgbackrest_config"]
+MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_config"]
 
 
 @pytest.fixture(scope="session")
