@@ -17,7 +17,7 @@ import pytest
 
 from harness import REPO, Cluster, SshServer, free_port, scratch_dir
 
-MODULES = ["pg_alter_system", "pg_role_detect", "pgbackrest_config", "pgbackrest_stanza"]
+MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_config", "pgbackrest_stanza"]
 
 
 @pytest.fixture(scope="session")
@@ -114,6 +114,15 @@ def sshd(tmp_path_factory):
     """A real OpenSSH server on a loopback port; yields the inventory variables to log in as root."""
     with SshServer(tmp_path_factory.mktemp("sshd")) as server:
         yield server.inventory_vars("root")
+
+
+@pytest.fixture(scope="session")
+def drill_image():
+    """Incus up (scripts/incus-up) and the drill image imported (scripts/drill-image, cached by
+    its inputs): returns the image alias."""
+    subprocess.run([REPO / "scripts" / "incus-up"], check=True, capture_output=True, text=True)
+    out = subprocess.run([REPO / "scripts" / "drill-image"], check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="module")

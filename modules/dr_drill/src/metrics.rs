@@ -1,0 +1,170 @@
+//! The node_exporter textfile-collector file a drill leaves behind, in the Prometheus text format.
+//!
+//! One file per stanza, written atomically (temp file + rename) so the collector never reads half
+//! of it. `_last_success_timestamp_seconds` survives failed drills: it is carried over from the
+//! previous file.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// What one drill measured.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// The stanza.
+    pub stanza: String,
+    /// Whether the drill passed.
+    pub success: bool,
+    /// Why it failed (a short token such as `smoke_failed`).
+    pub reason: Option<String>,
+    /// Start of the drill, seconds since the epoch.
+    pub run_timestamp: f64,
+    /// Whole drill, seconds.
+    pub duration: f64,
+    /// Restore start to recovery end (the measured RTO), when it got that far.
+    pub restore_seconds: Option<f64>,
+    /// Drill start minus the time of the last replayed transaction (the RPO figure).
+    pub recovery_target_age: Option<f64>,
+    /// The restored backup set.
+    pub backup_label: Option<String>,
+    /// Check name -> passed.
+    pub checks: Vec<(String, bool)>,
+}
+
+/// The metrics file for a stanza.
+pub fn path(dir: &Path, prefix: &str, stanza: &str) -> PathBuf {
+    dir.join(format!("{prefix}_{stanza}.prom"))
+}
+
+/// The previous `_last_success_timestamp_seconds` in `text`, if any.
+pub fn previous_success(text: &str, prefix: &str) -> Option<f64> {
+    let name = format!("{prefix}_last_success_timestamp_seconds{{");
+    text.lines()
+        .find(|l| l.starts_with(&name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Render the file. `last_success` is the timestamp of the last passing drill (this one when it
+/// passed).
+pub fn render(prefix: &str, r: &Report, last_success: Option<f64>) -> String {
+    let s = label(&r.stanza);
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, samples: &[(String, f64)]| {
+        if samples.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "# HELP {prefix}_{name} {help}");
+        let _ = writeln!(out, "# TYPE {prefix}_{name} gauge");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{prefix}_{name}{{{labels}}} {value}");
+        }
+    };
+    let st = format!("stanza=\"{s}\"");
+    gauge(
+        "last_success",
+        "Whether the last restore drill passed (1) or failed (0).",
+        &[(st.clone(), f64::from(u8::from(r.success)))],
+    );
+    gauge(
+        "last_run_timestamp_seconds",
+        "Start of the last restore drill, seconds since the epoch.",
+        &[(st.clone(), r.run_timestamp)],
+    );
+    gauge(
+        "last_success_timestamp_seconds",
+        "Start of the last passing restore drill, seconds since the epoch.",
+        &last_success
+            .map(|t| vec![(st.clone(), t)])
+            .unwrap_or_default(),
+    );
+    gauge(
+        "duration_seconds",
+        "Wall time of the last restore drill.",
+        &[(st.clone(), round(r.duration))],
+    );
+    gauge(
+        "restore_seconds",
+        "Restore start to end of recovery in the last drill (measured RTO).",
+        &r.restore_seconds
+            .map(|v| vec![(st.clone(), round(v))])
+            .unwrap_or_default(),
+    );
+    gauge(
+        "recovery_target_age_seconds",
+        "Drill start minus the time of the last transaction the restore replayed (measured RPO).",
+        &r.recovery_target_age
+            .map(|v| vec![(st.clone(), round(v))])
+            .unwrap_or_default(),
+    );
+    gauge(
+        "backup_label",
+        "The backup set the last drill restored (info metric, always 1).",
+        &r.backup_label
+            .as_deref()
+            .map(|b| vec![(format!("{st},label=\"{}\"", label(b)), 1.0)])
+            .unwrap_or_default(),
+    );
+    let checks: Vec<(String, f64)> = r
+        .checks
+        .iter()
+        .map(|(c, ok)| {
+            (
+                format!("{st},check=\"{}\"", label(c)),
+                f64::from(u8::from(*ok)),
+            )
+        })
+        .collect();
+    gauge(
+        "check_success",
+        "Whether each check of the last drill passed (1) or failed (0).",
+        &checks,
+    );
+    gauge(
+        "failure_reason",
+        "Why the last drill failed (info metric, always 1; absent after a pass).",
+        &r.reason
+            .as_deref()
+            .filter(|_| !r.success)
+            .map(|why| vec![(format!("{st},reason=\"{}\"", label(why)), 1.0)])
+            .unwrap_or_default(),
+    );
+    out
+}
+
+fn round(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_drill_keeps_the_last_success_time_and_names_the_reason() {
+        let r = Report {
+            stanza: "main".into(),
+            success: false,
+            reason: Some("smoke_failed".into()),
+            run_timestamp: 200.0,
+            duration: 3.25,
+            checks: vec![("smoke".into(), false)],
+            ..Report::default()
+        };
+        let text = render("p", &r, Some(100.0));
+        assert!(
+            text.contains("p_last_success{stanza=\"main\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("p_failure_reason{stanza=\"main\",reason=\"smoke_failed\"} 1\n"));
+        assert!(text.contains("p_check_success{stanza=\"main\",check=\"smoke\"} 0\n"));
+        assert_eq!(previous_success(&text, "p"), Some(100.0));
+        assert!(!text.contains("p_restore_seconds"));
+    }
+}

@@ -1,0 +1,103 @@
+//! The compiled module, run as Ansible runs it (argv[1] = arguments file) and as a program
+//! (stdin): argument errors and environment problems, without any sandbox. Real drills live in
+//! the system tests (tests/test_dr_drill.py at the repository root).
+
+use serde_json::{json, Value};
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("dr_drill-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run_file(name: &str, args: Value) -> (i32, Value) {
+    let dir = scratch(name);
+    let file = dir.join("args");
+    std::fs::write(&file, args.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_dr_drill"))
+        .arg(&file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 1, "exactly one JSON line: {text}");
+    (
+        out.status.code().unwrap(),
+        serde_json::from_str(&text).unwrap(),
+    )
+}
+
+fn run_stdin(input: &str) -> (i32, Value, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dr_drill"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap(),
+        serde_json::from_slice(&out.stdout).unwrap(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn stanza_is_required() {
+    let (code, out) = run_file("required", json!({}));
+    assert_eq!(code, 1);
+    assert!(out["msg"].as_str().unwrap().contains("stanza"), "{out}");
+}
+
+#[test]
+fn unknown_check_is_refused_naming_it() {
+    let (code, out) = run_file("check", json!({"stanza": "main", "checks": ["fsck"]}));
+    assert_eq!(code, 1);
+    assert!(out["msg"].as_str().unwrap().contains("'fsck'"), "{out}");
+}
+
+#[test]
+fn target_and_set_are_mutually_exclusive() {
+    let (code, out) = run_file(
+        "excl",
+        json!({"stanza": "main", "target": "2025-01-01", "set": "20250101-000000F"}),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        out["msg"].as_str().unwrap().contains("mutually exclusive"),
+        "{out}"
+    );
+}
+
+#[test]
+fn missing_config_is_an_environment_problem_with_exit_2() {
+    let dir = scratch("noconf");
+    let args = json!({"stanza": "main", "config": dir.join("absent.conf"), "sandbox": "host",
+        "metrics_dir": dir.join("metrics"), "lock_dir": dir.join("lock")});
+    let (code, out, _) = run_stdin(&args.to_string());
+    let metrics = std::fs::read_to_string(dir.join("metrics/veza_backup_drill_main.prom"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(out["failed"], true);
+    assert_eq!(out["passed"], false);
+    assert!(
+        ["no_config", "missing_tool"].contains(&out["reason"].as_str().unwrap()),
+        "{out}"
+    );
+    // Metrics are written only when pgbackrest is present here: the reason is then no_config.
+    if let Ok(text) = metrics {
+        assert!(
+            text.contains("veza_backup_drill_last_success{stanza=\"main\"} 0"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,279 @@
+"""dr_drill on real services: a PostgreSQL 15 cluster archiving into a posix pgBackRest repository
+with a full backup and later WAL, restored into Incus containers (image from scripts/drill-image)
+and into host directories.
+
+One cluster, repository and backup serve every test (module-scoped): after the full backup,
+batch A (2 rows) commits, then a recorded time, then batch B (3 rows), all only in WAL. So a
+latest drill must count 3 + 2 + 3 = 8 users (the 5 later ones from WAL replay alone) and a
+point-in-time drill to the recorded time exactly 5.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import PGBIN, REPO, Cluster, as_postgres, free_port, run_module, scratch_dir
+
+STANZA = "drill"
+ROWS_IN_BACKUP, ROWS_A, ROWS_B = 3, 2, 3
+TOTAL = ROWS_IN_BACKUP + ROWS_A + ROWS_B
+
+
+def incus(*args, check=False):
+    return subprocess.run(["incus", *map(str, args)], check=check, capture_output=True, text=True)
+
+
+def write_config(path: Path, base: Path, repo: Path, cluster: Cluster):
+    path.write_text(f"""[global]
+repo1-path={repo}
+lock-path={base}/lock
+log-path={base}/log
+log-level-file=off
+start-fast=y
+
+[{STANZA}]
+pg1-path={cluster.pgdata}
+pg1-socket-path={cluster.socket_dir}
+pg1-port={cluster.port}
+""")
+    shutil.chown(path, "postgres", "postgres")
+    path.chmod(0o640)
+
+
+@pytest.fixture(scope="module")
+def repo_setup():
+    """The shared cluster, repository, backup and WAL; yields a dict of what the tests need."""
+    base = scratch_dir("vz-drill-")
+    repo = base / "repo"
+    repo.mkdir()
+    shutil.chown(repo, "postgres", "postgres")
+    conf = base / "pgbackrest.conf"
+    cluster = Cluster(base, "pg", free_port()).initdb()
+    write_config(conf, base, repo, cluster)
+    with open(cluster.pgdata / "postgresql.conf", "a") as f:
+        f.write(f"archive_mode = on\narchive_command = 'pgbackrest --config={conf} --stanza={STANZA} archive-push %p'\n")
+    cluster.start()
+    pgb = lambda *a: as_postgres("pgbackrest", f"--config={conf}", f"--stanza={STANZA}", *a)
+    pgb("stanza-create")
+    cluster.psql(f"CREATE TABLE users (id serial PRIMARY KEY, name text); "
+                 f"INSERT INTO users (name) SELECT 'b' || g FROM generate_series(1, {ROWS_IN_BACKUP}) g")
+    pgb("--type=full", "backup")
+    cluster.psql(f"INSERT INTO users (name) SELECT 'a' || g FROM generate_series(1, {ROWS_A}) g")
+    time.sleep(1.1)
+    target = cluster.psql("SELECT now()")
+    time.sleep(1.1)
+    cluster.psql(f"INSERT INTO users (name) SELECT 'c' || g FROM generate_series(1, {ROWS_B}) g")
+    pgb("check")  # switches WAL and waits until it is archived
+    yield {"base": base, "conf": conf, "repo": repo, "cluster": cluster, "target": target}
+    cluster.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def drill(repo_setup, module_bin, drill_image, tmp_path):
+    """Run dr_drill with the shared repository; per test metrics and lock directories."""
+    tmp_path.chmod(0o755)
+
+    def run(stdin_mode=False, **overrides):
+        args = {"stanza": STANZA, "config": str(repo_setup["conf"]), "image": drill_image,
+                "metrics_dir": str(tmp_path / "metrics"), "lock_dir": str(tmp_path / "lock"),
+                "min_users_expected": 1, "start_timeout": 60, "recovery_timeout": 120, **overrides}
+        rc, out = run_module(module_bin("dr_drill"), args, stdin_mode=stdin_mode)
+        return rc, out
+    run.metrics = lambda: (tmp_path / "metrics" / f"veza_backup_drill_{STANZA}.prom").read_text()
+    run.tmp = tmp_path
+    return run
+
+
+def no_container(name=f"pg-restore-drill-{STANZA}"):
+    return incus("info", name).returncode != 0
+
+
+def metric(text, name, labels=None):
+    for line in text.splitlines():
+        if line.startswith(f"veza_backup_drill_{name}{{") and (labels is None or labels in line):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_incus_drill_passes_and_counts_rows_only_wal_replay_brings(drill):
+    rc, out = drill(smoke_queries=[{"sql": "SELECT count(*) FROM users", "min": TOTAL}],
+                    checks=["verify", "dump", "amcheck"])
+    assert rc == 0, out.get("msg")
+    assert out["passed"] and out["changed"] and not out.get("failed")
+    assert out["checks"]["smoke"]["detail"].startswith(f"{TOTAL} >= ")
+    assert all(c["success"] for c in out["checks"].values()), out["checks"]
+    assert any("--archive-mode=off" in c for c in out["commands"])
+    assert no_container()
+    text = drill.metrics()
+    assert metric(text, "last_success") == 1
+    assert metric(text, "restore_seconds") > 0
+    assert metric(text, "backup_label", out["backup_label"]) == 1
+    subprocess.run(["promtool", "check", "metrics"], input=text, text=True, check=True, capture_output=True)
+
+
+def test_pitr_drill_counts_exactly_the_earlier_rows(drill, repo_setup):
+    rc, out = drill(target=repo_setup["target"],
+                    smoke_queries=[{"sql": "SELECT count(*) FROM users", "min": 0}])
+    assert rc == 0, out.get("msg")
+    assert out["checks"]["smoke"]["detail"] == f"{ROWS_IN_BACKUP + ROWS_A} >= 0"
+
+
+def test_host_drill_passes(drill):
+    rc, out = drill(sandbox="host", smoke_queries=[{"sql": "SELECT count(*) FROM users", "min": TOTAL}],
+                    checks=["dump"])
+    assert rc == 0, out.get("msg")
+    assert not Path(out["commands"][-1]).exists()
+    assert not list(Path("/tmp").glob(f"dr-drill-{STANZA}-*"))
+
+
+def assert_failed(drill, rc, out, reason, code=1):
+    assert rc == code, out
+    assert out["failed"] and not out["passed"] and out["reason"] == reason, out
+    assert no_container()
+    text = drill.metrics()
+    assert metric(text, "last_success") == 0
+    assert metric(text, "failure_reason", f'reason="{reason}"') == 1
+    subprocess.run(["promtool", "check", "metrics"], input=text, text=True, check=True, capture_output=True)
+
+
+def test_smoke_minimum_not_met_fails(drill):
+    rc, out = drill(min_users_expected=TOTAL + 1)
+    assert_failed(drill, rc, out, "smoke_failed")
+
+
+def test_missing_image_is_an_environment_problem(drill):
+    rc, out = drill(image="veza-no-such-image")
+    assert_failed(drill, rc, out, "image_missing", code=2)
+
+
+def test_postgres_that_cannot_start_fails_the_drill(drill, repo_setup):
+    # The WAL segment the backup starts in is gone from a copy of the repository: the restore
+    # succeeds, PostgreSQL cannot find its checkpoint and exits.
+    with repo_copy(repo_setup) as (repo, conf):
+        info = json.loads(as_postgres("pgbackrest", f"--config={conf}", f"--stanza={STANZA}",
+                                      "--output=json", "info").stdout)
+        first = info[0]["backup"][-1]["archive"]["start"]
+        victims = list(repo.glob(f"archive/{STANZA}/*/*/{first}-*"))
+        assert victims
+        for v in victims:
+            v.unlink()
+        rc, out = drill(config=str(conf), smoke_queries=[{"sql": "SELECT 1", "min": 0}])
+        assert_failed(drill, rc, out, "start_failed")
+
+
+@contextlib.contextmanager
+def repo_copy(repo_setup):
+    """A copy of the shared repository and a config for it: tests damage the copy."""
+    base = scratch_dir("vz-drill-bad-")
+    try:
+        repo = base / "repo"
+        shutil.copytree(repo_setup["repo"], repo, symlinks=True)
+        subprocess.run(["chown", "-R", "postgres:postgres", str(repo)], check=True)
+        conf = base / "pgbackrest.conf"
+        write_config(conf, base, repo, repo_setup["cluster"])
+        yield repo, conf
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_corrupted_backup_file_fails_the_drill(drill, repo_setup):
+    with repo_copy(repo_setup) as (repo, conf):
+        victim = max((p for p in repo.glob("backup/*/*F/pg_data/base/*/*") if p.is_file()),
+                     key=lambda p: p.stat().st_size)
+        data = bytearray(victim.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        victim.write_bytes(bytes(data))
+        rc, out = drill(config=str(conf), checks=["verify"])
+        assert_failed(drill, rc, out, "verify_failed")
+
+
+def test_sigterm_mid_restore_tears_down(drill, repo_setup, module_bin, drill_image):
+    args = {"stanza": STANZA, "config": str(repo_setup["conf"]), "image": drill_image,
+            "metrics_dir": str(drill.tmp / "metrics"), "lock_dir": str(drill.tmp / "lock")}
+    proc = subprocess.Popen([str(module_bin("dr_drill"))], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdin.write(json.dumps(args))
+    proc.stdin.close()
+    # Wait for the restore stage to begin (progress lines on stderr), then SIGTERM.
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "restore ..." in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    out = json.loads(proc.stdout.read())
+    proc.wait(timeout=60)
+    assert "restore ..." in "".join(seen), seen
+    assert_failed(drill, proc.returncode, out, "interrupted")
+
+
+def test_keep_leaves_the_container(drill):
+    name = "pg-restore-drill-keep"
+    try:
+        rc, out = drill(keep=True, container_name=name)
+        assert rc == 0, out.get("msg")
+        assert out["kept"] and out["container"] == name
+        assert incus("info", name).returncode == 0
+    finally:
+        incus("delete", "--force", name)
+
+
+def test_second_drill_of_a_stanza_is_refused(drill):
+    results = {}
+
+    def first():
+        results["first"] = drill(sandbox="host")
+
+    t = threading.Thread(target=first)
+    t.start()
+    time.sleep(0.5)  # the first holds the lock from its start
+    rc, out = drill(sandbox="host")
+    t.join()
+    assert results["first"][0] == 0, results["first"]
+    assert rc == 2 and out["reason"] == "locked", out
+    assert "another drill" in out["msg"]
+
+
+def test_program_mode_reads_stdin_and_reports_progress(drill):
+    rc, out = drill(stdin_mode=True, sandbox="host")
+    assert rc == 0 and out["passed"], out
+
+
+def test_through_ansible_playbook(ansible, repo_setup, drill_image, tmp_path):
+    tmp_path.chmod(0o755)
+    rc, output = ansible.playbook(f"""
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: check mode is pre-flight only
+      veza.pgbackrest.dr_drill:
+        stanza: {STANZA}
+        config: {repo_setup['conf']}
+        image: {drill_image}
+        metrics_dir: {tmp_path}/m
+        lock_dir: {tmp_path}/l
+      check_mode: true
+      register: pre
+    - assert:
+        that: [not pre.changed, "'would restore' in pre.msg"]
+    - veza.pgbackrest.dr_drill:
+        stanza: {STANZA}
+        config: {repo_setup['conf']}
+        image: {drill_image}
+        metrics_dir: {tmp_path}/m
+        lock_dir: {tmp_path}/l
+        smoke_queries: [{{sql: "SELECT count(*) FROM users", min: {TOTAL}}}]
+      register: d
+    - assert:
+        that: [d.changed, d.passed]
+""", extra=["-i", "localhost,", "-c", "local"])
+    assert rc == 0, output
