@@ -29,11 +29,13 @@ pub fn run_with_args_file(binary: &str, args: &Value) -> (i32, Value) {
     decode(out)
 }
 
-/// Run a module binary as a program, with the arguments as JSON text on stdin.
-pub fn run_with_stdin(binary: &str, input: &str) -> (i32, Value) {
+/// Run a module binary as a program, with the arguments as JSON text on stdin; returns the exit
+/// code, the single JSON object it printed and what it wrote on stderr (progress lines).
+pub fn run_with_stdin(binary: &str, input: &str) -> (i32, Value, String) {
     let mut child = Command::new(binary)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     child
@@ -42,7 +44,10 @@ pub fn run_with_stdin(binary: &str, input: &str) -> (i32, Value) {
         .unwrap()
         .write_all(input.as_bytes())
         .unwrap();
-    decode(child.wait_with_output().unwrap())
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (code, value) = decode(out);
+    (code, value, stderr)
 }
 
 fn decode(out: std::process::Output) -> (i32, Value) {

@@ -3,8 +3,6 @@
 //! the system tests (tests/test_dr_drill.py at the repository root).
 
 use serde_json::{json, Value};
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("dr_drill-cli-{}-{name}", std::process::id()));
@@ -12,65 +10,32 @@ fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
-fn run_file(name: &str, args: Value) -> (i32, Value) {
-    let dir = scratch(name);
-    let file = dir.join("args");
-    std::fs::write(&file, args.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_dr_drill"))
-        .arg(&file)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.lines().count(), 1, "exactly one JSON line: {text}");
-    (
-        out.status.code().unwrap(),
-        serde_json::from_str(&text).unwrap(),
-    )
+fn run_file(args: Value) -> (i32, Value) {
+    ansible_module::testing::run_with_args_file(env!("CARGO_BIN_EXE_dr_drill"), &args)
 }
 
 fn run_stdin(input: &str) -> (i32, Value, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_dr_drill"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    (
-        out.status.code().unwrap(),
-        serde_json::from_slice(&out.stdout).unwrap(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    ansible_module::testing::run_with_stdin(env!("CARGO_BIN_EXE_dr_drill"), input)
 }
 
 #[test]
 fn stanza_is_required() {
-    let (code, out) = run_file("required", json!({}));
+    let (code, out) = run_file(json!({}));
     assert_eq!(code, 1);
     assert!(out["msg"].as_str().unwrap().contains("stanza"), "{out}");
 }
 
 #[test]
 fn unknown_check_is_refused_naming_it() {
-    let (code, out) = run_file("check", json!({"stanza": "main", "checks": ["fsck"]}));
+    let (code, out) = run_file(json!({"stanza": "main", "checks": ["fsck"]}));
     assert_eq!(code, 1);
     assert!(out["msg"].as_str().unwrap().contains("'fsck'"), "{out}");
 }
 
 #[test]
 fn target_and_set_are_mutually_exclusive() {
-    let (code, out) = run_file(
-        "excl",
-        json!({"stanza": "main", "target": "2025-01-01", "set": "20250101-000000F"}),
-    );
+    let (code, out) =
+        run_file(json!({"stanza": "main", "target": "2025-01-01", "set": "20250101-000000F"}));
     assert_eq!(code, 1);
     assert!(
         out["msg"].as_str().unwrap().contains("mutually exclusive"),

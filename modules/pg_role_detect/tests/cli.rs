@@ -12,7 +12,8 @@ fn run_file(args: Value) -> (i32, Value) {
 }
 
 fn run_stdin(input: &str) -> (i32, Value) {
-    run_with_stdin(BIN, input)
+    let (code, value, _) = run_with_stdin(BIN, input);
+    (code, value)
 }
 
 #[test]

@@ -2,33 +2,14 @@
 //! before any side effect. Real pgBackRest scenarios live in the system tests (tests/ at the root).
 
 use serde_json::{json, Value};
-use std::process::{Command, Stdio};
 
-fn run(name: &str, args: Value) -> (i32, Value) {
-    let dir = std::env::temp_dir().join(format!(
-        "pgbackrest_stanza-cli-{}-{name}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("args");
-    std::fs::write(&file, args.to_string()).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pgbackrest_stanza"))
-        .arg(&file)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.lines().count(), 1, "exactly one JSON line: {text}");
-    (
-        out.status.code().unwrap(),
-        serde_json::from_str(&text).unwrap(),
-    )
+fn run(args: Value) -> (i32, Value) {
+    ansible_module::testing::run_with_args_file(env!("CARGO_BIN_EXE_pgbackrest_stanza"), &args)
 }
 
 #[test]
 fn a_bad_stanza_name_fails_before_anything_runs() {
-    let (code, out) = run("bad", json!({"stanza": "main]\n[x", "become_user": ""}));
+    let (code, out) = run(json!({"stanza": "main]\n[x", "become_user": ""}));
     assert_eq!(code, 1);
     assert_eq!(out["failed"], true);
     assert!(
@@ -42,17 +23,16 @@ fn a_bad_stanza_name_fails_before_anything_runs() {
 
 #[test]
 fn unknown_options_and_bad_choices_are_refused() {
-    let (_, out) = run("unknown", json!({"stanza": "main", "stanzza": "x"}));
+    let (_, out) = run(json!({"stanza": "main", "stanzza": "x"}));
     assert_eq!(out["failed"], true, "{out}");
     assert!(out["msg"].as_str().unwrap().contains("stanzza"), "{out}");
-    let (_, out) = run("choice", json!({"stanza": "main", "state": "gone"}));
+    let (_, out) = run(json!({"stanza": "main", "state": "gone"}));
     assert!(out["msg"].as_str().unwrap().contains("state"), "{out}");
 }
 
 #[test]
 fn a_missing_config_file_is_named() {
     let (_, out) = run(
-        "config",
         json!({"stanza": "main", "config": "/nonexistent/pgbackrest.conf", "become_user": "", "role": "primary"}),
     );
     assert_eq!(out["failed"], true);
@@ -67,10 +47,7 @@ fn a_missing_config_file_is_named() {
 
 #[test]
 fn a_timeout_out_of_range_is_refused() {
-    let (_, out) = run(
-        "timeout",
-        json!({"stanza": "main", "io_timeout": 0, "become_user": ""}),
-    );
+    let (_, out) = run(json!({"stanza": "main", "io_timeout": 0, "become_user": ""}));
     assert!(
         out["msg"]
             .as_str()

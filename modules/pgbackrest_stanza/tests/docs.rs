@@ -1,19 +1,12 @@
 //! The sidecar doc an operator reads and the spec the module enforces say the same thing.
 
 use ansible_module::Module as _;
-use pgbackrest_stanza::PgbackrestStanza;
 
 #[test]
 fn sidecar_doc_options_match_the_spec() {
-    let path = concat!(
+    ansible_module::testing::assert_sidecar_matches(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../collection/plugins/modules/pgbackrest_stanza.yml"
-    );
-    let doc: serde_json::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    assert_eq!(doc["DOCUMENTATION"]["module"], "pgbackrest_stanza");
-    assert_eq!(
-        ansible_module::spec::describe_doc(&doc["DOCUMENTATION"]["options"]),
-        ansible_module::spec::describe(&PgbackrestStanza::spec())
+        "pgbackrest_stanza",
+        &pgbackrest_stanza::PgbackrestStanza::spec(),
     );
 }
