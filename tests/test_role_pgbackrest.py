@@ -31,7 +31,7 @@ def recap(output):
 
 def cipher_pass():
     out = subprocess.run(["ansible-vault", "view", "--vault-password-file", LAB / "vault-password",
-                          LAB / "group_vars/postgres_ha_nodes/vault.yml"], check=True, capture_output=True, text=True).stdout
+                          LAB / "group_vars/all/vault.yml"], check=True, capture_output=True, text=True).stdout
     return out.split(":", 1)[1].strip()
 
 

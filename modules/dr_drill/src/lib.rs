@@ -659,10 +659,12 @@ fn start(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
         .map_err(|e| Stop::Drill("start_failed", e))?;
     }
     // The restored configuration keeps the production socket directory and port: override them,
-    // listen on no TCP address, archive nothing, and trust only the private socket.
+    // listen on no TCP address, archive nothing, and trust only the private socket. A formation's
+    // synchronous_standby_names would make every write (CREATE EXTENSION of amcheck) wait forever
+    // for a standby the drill does not have.
     let opts = format!(
         "-c unix_socket_directories={} -c listen_addresses='' -c port=5432 -c archive_mode=off \
-         -c hba_file={}/drill_hba.conf",
+         -c synchronous_standby_names='' -c hba_file={}/drill_hba.conf",
         sb.socket_dir().display(),
         base.display()
     );
