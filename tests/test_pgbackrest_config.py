@@ -3,6 +3,7 @@
 import grp
 import hashlib
 import json
+import shutil
 import pwd
 import random
 import signal
@@ -43,6 +44,19 @@ def base_args(conf, **extra):
                                           "compress-type": "zst", "start-fast": True},
             "stanzas": {"main": {"pg1-path": "/var/lib/postgresql/15/main"}}, **extra}
 
+
+
+def test_missing_directories_above_the_parent_do_not_lock_postgres_out(binary):
+    base = scratch_dir("vz-cfg-")  # a directory postgres can reach
+    try:
+        conf = base / "lab" / "hosts" / "node1" / "pgbackrest.conf"
+        rc, out = run_module(binary, base_args(conf))
+        assert rc == 0 and out["changed"] is True, out
+        assert [d.stat().st_mode & 0o777 for d in (conf.parent.parent.parent, conf.parent.parent, conf.parent)] == [0o755, 0o755, 0o750]
+        assert pwd.getpwuid(conf.parent.stat().st_uid).pw_name == "postgres"
+        assert as_postgres("cat", conf).stdout == conf.read_text()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 def test_fresh_write_then_second_run_reports_no_change(binary, conf):
     rc, out = run_module(binary, base_args(conf))

@@ -256,12 +256,14 @@ fn absent(args: &Args, current: Option<FileState>, ctx: &mut Context) -> anyhow:
         }))
 }
 
-/// Create a missing parent directory: 0750, owned like the file so its user can reach it.
+/// Create a missing parent directory: 0750, owned like the file so its user can reach it. Missing
+/// directories above it are created 0755 (as `mkdir -p` does), or the file's user could not reach
+/// its own directory through them.
 fn create_dir(dir: &Path, owner: &str, group: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o750)
+        .mode(0o755)
         .create(dir)
         .with_context(|| format!("creating {}", dir.display()))?;
     ansible_module::fs::set_attrs(
