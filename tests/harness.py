@@ -1,4 +1,5 @@
-"""Real services for the system tests and the benchmarks: PostgreSQL clusters, sshd, module runs.
+"""Real services for the system tests and the benchmarks: PostgreSQL clusters, a pgBackRest
+repository with a backup to restore, sshd, an S3 endpoint, module runs.
 
 Plain classes and functions (no pytest) so that scripts/bench uses exactly what the tests use.
 Everything listens on 127.0.0.1 or on unix sockets in temporary directories.
@@ -79,6 +80,81 @@ class Cluster:
     def psql(self, sql):
         return as_postgres(PGBIN / "psql", "-h", self.socket_dir, "-p", self.port, "-U", "postgres", "-d", "postgres",
                            "-XAtqc", sql).stdout.strip()
+
+
+def write_pgbackrest_config(path: Path, base: Path, repo: Path, cluster: Cluster, stanza: str):
+    """A pgBackRest config for `stanza` of `cluster` with a posix repository at `repo`; locks and
+    logs under `base`. Readable by postgres only (0640), as a real one holding secrets would be."""
+    path.write_text(f"""[global]
+repo1-path={repo}
+lock-path={base}/lock
+log-path={base}/log
+log-level-file=off
+start-fast=y
+
+[{stanza}]
+pg1-path={cluster.pgdata}
+pg1-socket-path={cluster.socket_dir}
+pg1-port={cluster.port}
+""")
+    shutil.chown(path, "postgres", "postgres")
+    path.chmod(0o640)
+
+
+class BackedUpCluster:
+    """What a restore drill restores (a context manager): a PostgreSQL 15 cluster archiving into a
+    posix pgBackRest repository, with a full backup and later WAL.
+
+    After the full backup (ROWS_IN_BACKUP rows in `users`), batch A (ROWS_A rows) commits, then
+    `target` is recorded, then batch B (ROWS_B rows), all only in WAL. So a latest restore counts
+    TOTAL users (the later ones from WAL replay alone) and one to `target` exactly
+    ROWS_IN_BACKUP + ROWS_A. Attributes once entered: base, conf, repo, cluster, target.
+    """
+
+    STANZA = "drill"
+    ROWS_IN_BACKUP, ROWS_A, ROWS_B = 3, 2, 3
+    TOTAL = ROWS_IN_BACKUP + ROWS_A + ROWS_B
+
+    def __init__(self):
+        self.base = self.conf = self.repo = self.cluster = self.target = None
+
+    def __enter__(self):
+        self.base = scratch_dir("vz-drill-")
+        try:
+            self._build()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _build(self):
+        base = self.base
+        self.repo = base / "repo"
+        self.repo.mkdir()
+        shutil.chown(self.repo, "postgres", "postgres")
+        self.conf = conf = base / "pgbackrest.conf"
+        self.cluster = cluster = Cluster(base, "pg", free_port()).initdb()
+        write_pgbackrest_config(conf, base, self.repo, cluster, self.STANZA)
+        with open(cluster.pgdata / "postgresql.conf", "a") as f:
+            f.write(f"archive_mode = on\narchive_command = "
+                    f"'pgbackrest --config={conf} --stanza={self.STANZA} archive-push %p'\n")
+        cluster.start()
+        pgb = lambda *a: as_postgres("pgbackrest", f"--config={conf}", f"--stanza={self.STANZA}", *a)
+        pgb("stanza-create")
+        cluster.psql(f"CREATE TABLE users (id serial PRIMARY KEY, name text); "
+                     f"INSERT INTO users (name) SELECT 'b' || g FROM generate_series(1, {self.ROWS_IN_BACKUP}) g")
+        pgb("--type=full", "backup")
+        cluster.psql(f"INSERT INTO users (name) SELECT 'a' || g FROM generate_series(1, {self.ROWS_A}) g")
+        time.sleep(1.1)
+        self.target = cluster.psql("SELECT now()")
+        time.sleep(1.1)
+        cluster.psql(f"INSERT INTO users (name) SELECT 'c' || g FROM generate_series(1, {self.ROWS_B}) g")
+        pgb("check")  # switches WAL and waits until it is archived
+
+    def __exit__(self, *exc):
+        if self.cluster is not None:
+            self.cluster.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def run_module(binary, args, env=None, stdin_mode=False):
