@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO, Cluster, SshServer, free_port, scratch_dir
+from harness import REPO, BackedUpCluster, Cluster, SshServer, free_port, scratch_dir
 
 MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_config", "pgbackrest_stanza"]
 
@@ -136,6 +136,15 @@ def pair():
     standby.stop()
     primary.stop()
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def repo_setup():
+    """A cluster with a posix pgBackRest repository, a full backup and later WAL, for restore
+    drills (harness.BackedUpCluster: stanza, row counts): a dict of base, conf, repo, cluster and
+    target (the recorded point in time)."""
+    with BackedUpCluster() as b:
+        yield {"base": b.base, "conf": b.conf, "repo": b.repo, "cluster": b.cluster, "target": b.target}
 
 
 class Formation:

@@ -1,4 +1,5 @@
-"""Real services for the system tests and the benchmarks: PostgreSQL clusters, sshd, module runs.
+"""Real services for the system tests and the benchmarks: PostgreSQL clusters, a pgBackRest
+repository with a backup to restore, sshd, an S3 endpoint, node_exporter and Prometheus, module runs.
 
 Plain classes and functions (no pytest) so that scripts/bench uses exactly what the tests use.
 Everything listens on 127.0.0.1 or on unix sockets in temporary directories.
@@ -15,6 +16,8 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -79,6 +82,81 @@ class Cluster:
     def psql(self, sql):
         return as_postgres(PGBIN / "psql", "-h", self.socket_dir, "-p", self.port, "-U", "postgres", "-d", "postgres",
                            "-XAtqc", sql).stdout.strip()
+
+
+def write_pgbackrest_config(path: Path, base: Path, repo: Path, cluster: Cluster, stanza: str):
+    """A pgBackRest config for `stanza` of `cluster` with a posix repository at `repo`; locks and
+    logs under `base`. Readable by postgres only (0640), as a real one holding secrets would be."""
+    path.write_text(f"""[global]
+repo1-path={repo}
+lock-path={base}/lock
+log-path={base}/log
+log-level-file=off
+start-fast=y
+
+[{stanza}]
+pg1-path={cluster.pgdata}
+pg1-socket-path={cluster.socket_dir}
+pg1-port={cluster.port}
+""")
+    shutil.chown(path, "postgres", "postgres")
+    path.chmod(0o640)
+
+
+class BackedUpCluster:
+    """What a restore drill restores (a context manager): a PostgreSQL 15 cluster archiving into a
+    posix pgBackRest repository, with a full backup and later WAL.
+
+    After the full backup (ROWS_IN_BACKUP rows in `users`), batch A (ROWS_A rows) commits, then
+    `target` is recorded, then batch B (ROWS_B rows), all only in WAL. So a latest restore counts
+    TOTAL users (the later ones from WAL replay alone) and one to `target` exactly
+    ROWS_IN_BACKUP + ROWS_A. Attributes once entered: base, conf, repo, cluster, target.
+    """
+
+    STANZA = "drill"
+    ROWS_IN_BACKUP, ROWS_A, ROWS_B = 3, 2, 3
+    TOTAL = ROWS_IN_BACKUP + ROWS_A + ROWS_B
+
+    def __init__(self):
+        self.base = self.conf = self.repo = self.cluster = self.target = None
+
+    def __enter__(self):
+        self.base = scratch_dir("vz-drill-")
+        try:
+            self._build()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _build(self):
+        base = self.base
+        self.repo = base / "repo"
+        self.repo.mkdir()
+        shutil.chown(self.repo, "postgres", "postgres")
+        self.conf = conf = base / "pgbackrest.conf"
+        self.cluster = cluster = Cluster(base, "pg", free_port()).initdb()
+        write_pgbackrest_config(conf, base, self.repo, cluster, self.STANZA)
+        with open(cluster.pgdata / "postgresql.conf", "a") as f:
+            f.write(f"archive_mode = on\narchive_command = "
+                    f"'pgbackrest --config={conf} --stanza={self.STANZA} archive-push %p'\n")
+        cluster.start()
+        pgb = lambda *a: as_postgres("pgbackrest", f"--config={conf}", f"--stanza={self.STANZA}", *a)
+        pgb("stanza-create")
+        cluster.psql(f"CREATE TABLE users (id serial PRIMARY KEY, name text); "
+                     f"INSERT INTO users (name) SELECT 'b' || g FROM generate_series(1, {self.ROWS_IN_BACKUP}) g")
+        pgb("--type=full", "backup")
+        cluster.psql(f"INSERT INTO users (name) SELECT 'a' || g FROM generate_series(1, {self.ROWS_A}) g")
+        time.sleep(1.1)
+        self.target = cluster.psql("SELECT now()")
+        time.sleep(1.1)
+        cluster.psql(f"INSERT INTO users (name) SELECT 'c' || g FROM generate_series(1, {self.ROWS_B}) g")
+        pgb("check")  # switches WAL and waits until it is archived
+
+    def __exit__(self, *exc):
+        if self.cluster is not None:
+            self.cluster.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def run_module(binary, args, env=None, stdin_mode=False):
@@ -332,3 +410,139 @@ class S3Server:
         if status != b"HTTP/1.1 403 Forbidden":
             raise RuntimeError(f"unexpected answer from s3rver: {status!r}")
 
+
+# Loopback HTTP without any proxy from the environment (http_proxy would route 127.0.0.1 through it).
+_LOOPBACK_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def http_get(url, timeout=10):
+    """The body of a GET to a loopback URL, as text."""
+    with _LOOPBACK_HTTP.open(url, timeout=timeout) as response:
+        return response.read().decode()
+
+
+class _Daemon:
+    """A server process run as the packaged services' user, logging to a file, on 127.0.0.1:port;
+    a context manager that waits until `ready_path` answers and always stops the process."""
+
+    user = "prometheus"  # what Debian's prometheus and prometheus-node-exporter units run as
+    ready_path = "/"
+
+    def __init__(self, workdir: Path):
+        self.dir = Path(workdir)
+        self.port = free_port()
+        self.log_file = self.dir / f"{self.name}.log"
+        self.proc = None
+
+    @property
+    def address(self):
+        """127.0.0.1:PORT"""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self):
+        return f"http://{self.address}"
+
+    def argv(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)
+        with open(self.log_file, "ab") as log:
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         cwd=self.dir, user=self.user, group=self.user, extra_groups=[])
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                http_get(self.url + self.ready_path, timeout=2)
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{self.name} did not start: {self.log_file.read_text()[-2000:]}")
+                time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def stop(self):
+        """Stop the process and reap it; safe to call twice."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+
+class NodeExporter(_Daemon):
+    """Debian's prometheus-node-exporter on a loopback port with only the textfile collector (the
+    others would only add noise and scrape time), reading `textfile_dir`; a context manager.
+    It runs as the packaged service's user, so the drill's files must be readable by it."""
+
+    name = "node_exporter"
+    ready_path = "/metrics"
+
+    def __init__(self, workdir: Path, textfile_dir: Path):
+        super().__init__(workdir)
+        self.textfile_dir = Path(textfile_dir)
+
+    def argv(self):
+        return ["/usr/bin/prometheus-node-exporter", f"--web.listen-address={self.address}",
+                "--collector.disable-defaults", "--collector.textfile",
+                f"--collector.textfile.directory={self.textfile_dir}", "--web.disable-exporter-metrics"]
+
+    def metrics(self):
+        """What a scrape gets: the Prometheus text format."""
+        return http_get(self.url + "/metrics")
+
+
+class PrometheusServer(_Daemon):
+    """Debian's prometheus on a loopback port (a context manager): its storage in `workdir`,
+    scraping `targets` and evaluating `rule_files` every `interval`."""
+
+    name = "prometheus"
+    ready_path = "/-/ready"
+
+    def __init__(self, workdir: Path, targets, rule_files, interval="1s"):
+        super().__init__(workdir)
+        self.storage = self.dir / "data"
+        self.config_file = self.dir / "prometheus.yml"
+        self.targets, self.rule_files, self.interval = list(targets), [str(f) for f in rule_files], interval
+
+    def argv(self):
+        return ["/usr/bin/prometheus", f"--config.file={self.config_file}",
+                f"--storage.tsdb.path={self.storage}", f"--web.listen-address={self.address}",
+                "--storage.tsdb.retention.time=1h"]
+
+    def __enter__(self):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.storage.mkdir(exist_ok=True)
+        shutil.chown(self.storage, self.user, self.user)
+        self.config_file.write_text(json.dumps({  # JSON is YAML
+            "global": {"scrape_interval": self.interval, "scrape_timeout": self.interval,
+                       "evaluation_interval": self.interval},
+            "rule_files": self.rule_files,
+            "scrape_configs": [{"job_name": "node", "static_configs": [{"targets": self.targets}]}],
+        }, indent=2))
+        return super().__enter__()
+
+    def api(self, path, **params):
+        """GET /api/v1/PATH: the `data` of a successful answer."""
+        query = urllib.parse.urlencode(params)
+        answer = json.loads(http_get(f"{self.url}/api/v1/{path}" + (f"?{query}" if query else "")))
+        if answer.get("status") != "success":
+            raise RuntimeError(f"prometheus /api/v1/{path}: {answer}")
+        return answer["data"]
+
+    def alerts(self):
+        """The active (pending or firing) alerts."""
+        return self.api("alerts")["alerts"]
+
+    def query(self, expr):
+        """An instant query's vector: [{"metric": {...}, "value": [time, "value"]}]."""
+        return self.api("query", query=expr)["result"]

@@ -20,61 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from harness import PGBIN, REPO, Cluster, as_postgres, free_port, run_module, scratch_dir
+from harness import BackedUpCluster, as_postgres, run_module, scratch_dir, write_pgbackrest_config
 
-STANZA = "drill"
-ROWS_IN_BACKUP, ROWS_A, ROWS_B = 3, 2, 3
-TOTAL = ROWS_IN_BACKUP + ROWS_A + ROWS_B
+# The shared cluster, repository and backup: the `repo_setup` fixture (conftest.py).
+STANZA = BackedUpCluster.STANZA
+ROWS_IN_BACKUP, ROWS_A, ROWS_B, TOTAL = (BackedUpCluster.ROWS_IN_BACKUP, BackedUpCluster.ROWS_A,
+                                         BackedUpCluster.ROWS_B, BackedUpCluster.TOTAL)
 
 
 def incus(*args, check=False):
     return subprocess.run(["incus", *map(str, args)], check=check, capture_output=True, text=True)
-
-
-def write_config(path: Path, base: Path, repo: Path, cluster: Cluster):
-    path.write_text(f"""[global]
-repo1-path={repo}
-lock-path={base}/lock
-log-path={base}/log
-log-level-file=off
-start-fast=y
-
-[{STANZA}]
-pg1-path={cluster.pgdata}
-pg1-socket-path={cluster.socket_dir}
-pg1-port={cluster.port}
-""")
-    shutil.chown(path, "postgres", "postgres")
-    path.chmod(0o640)
-
-
-@pytest.fixture(scope="module")
-def repo_setup():
-    """The shared cluster, repository, backup and WAL; yields a dict of what the tests need."""
-    base = scratch_dir("vz-drill-")
-    repo = base / "repo"
-    repo.mkdir()
-    shutil.chown(repo, "postgres", "postgres")
-    conf = base / "pgbackrest.conf"
-    cluster = Cluster(base, "pg", free_port()).initdb()
-    write_config(conf, base, repo, cluster)
-    with open(cluster.pgdata / "postgresql.conf", "a") as f:
-        f.write(f"archive_mode = on\narchive_command = 'pgbackrest --config={conf} --stanza={STANZA} archive-push %p'\n")
-    cluster.start()
-    pgb = lambda *a: as_postgres("pgbackrest", f"--config={conf}", f"--stanza={STANZA}", *a)
-    pgb("stanza-create")
-    cluster.psql(f"CREATE TABLE users (id serial PRIMARY KEY, name text); "
-                 f"INSERT INTO users (name) SELECT 'b' || g FROM generate_series(1, {ROWS_IN_BACKUP}) g")
-    pgb("--type=full", "backup")
-    cluster.psql(f"INSERT INTO users (name) SELECT 'a' || g FROM generate_series(1, {ROWS_A}) g")
-    time.sleep(1.1)
-    target = cluster.psql("SELECT now()")
-    time.sleep(1.1)
-    cluster.psql(f"INSERT INTO users (name) SELECT 'c' || g FROM generate_series(1, {ROWS_B}) g")
-    pgb("check")  # switches WAL and waits until it is archived
-    yield {"base": base, "conf": conf, "repo": repo, "cluster": cluster, "target": target}
-    cluster.stop()
-    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture
@@ -179,7 +134,7 @@ def repo_copy(repo_setup):
         shutil.copytree(repo_setup["repo"], repo, symlinks=True)
         subprocess.run(["chown", "-R", "postgres:postgres", str(repo)], check=True)
         conf = base / "pgbackrest.conf"
-        write_config(conf, base, repo, repo_setup["cluster"])
+        write_pgbackrest_config(conf, base, repo, repo_setup["cluster"], STANZA)
         yield repo, conf
     finally:
         shutil.rmtree(base, ignore_errors=True)
