@@ -90,6 +90,9 @@ pub struct Args {
 
 const CHECKS: &[&str] = &["amcheck", "checksums", "dump", "verify"];
 
+/// The drill instance's port: it listens on its private unix socket only, so any port will do.
+const DRILL_PORT: &str = "5432";
+
 impl Module for DrDrill {
     type Args = Args;
     const NAME: &'static str = "dr_drill";
@@ -330,26 +333,30 @@ impl Run {
         cmd.run()
     }
 
-    fn sql(&mut self, database: &str, sql: &str) -> Result<String, CmdError> {
-        let sb = self.sandbox.clone().expect("a sandbox");
-        let psql = format!("{}/psql", self.pg_bin);
-        let sock = sb.socket_dir();
-        let cmd = sb.postgres(&[
-            psql.as_str(),
+    /// A PostgreSQL client program of the restored major (psql, pg_amcheck, pg_dump), connected
+    /// to the drill instance's private socket as postgres; `rest` follows the connection options.
+    fn client(&self, program: &str, rest: &[&str]) -> Cmd {
+        let sb = self.sandbox.as_ref().expect("a sandbox");
+        let bin = format!("{}/{program}", self.pg_bin);
+        let sock = sb.socket_dir().to_string_lossy().into_owned();
+        let mut argv = vec![
+            bin.as_str(),
             "-h",
-            &sock.to_string_lossy(),
+            &sock,
             "-p",
-            "5432",
+            DRILL_PORT,
             "-U",
             "postgres",
-            "-d",
-            database,
-            "-XAtq",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ]);
+        ];
+        argv.extend_from_slice(rest);
+        sb.postgres(&argv)
+    }
+
+    fn sql(&mut self, database: &str, sql: &str) -> Result<String, CmdError> {
+        let cmd = self.client(
+            "psql",
+            &["-d", database, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        );
         Ok(self.cmd(&cmd)?.stdout.trim().to_owned())
     }
 }
@@ -661,7 +668,7 @@ fn start(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
     // The restored configuration keeps the production socket directory and port: override them,
     // listen on no TCP address, archive nothing, and trust only the private socket.
     let opts = format!(
-        "-c unix_socket_directories={} -c listen_addresses='' -c port=5432 -c archive_mode=off \
+        "-c unix_socket_directories={} -c listen_addresses='' -c port={DRILL_PORT} -c archive_mode=off \
          -c hba_file={}/drill_hba.conf",
         sb.socket_dir().display(),
         base.display()
@@ -770,22 +777,12 @@ fn checks(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
         }
     }
     let sb = run.sandbox.clone().expect("a sandbox");
-    let sock = sb.socket_dir().to_string_lossy().into_owned();
     let want = |c: &str| plan.args.checks.iter().any(|x| x == c);
     if want("amcheck") {
-        let bin = format!("{}/pg_amcheck", run.pg_bin);
-        let cmd = sb.postgres(&[
-            bin.as_str(),
-            "-h",
-            &sock,
-            "-p",
-            "5432",
-            "-U",
-            "postgres",
-            "--all",
-            "--heapallindexed",
-            "--install-missing",
-        ]);
+        let cmd = run.client(
+            "pg_amcheck",
+            &["--all", "--heapallindexed", "--install-missing"],
+        );
         match run.cmd(&cmd) {
             Ok(_) => run
                 .checks
@@ -799,22 +796,9 @@ fn checks(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
             "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
         ) {
             Ok(list) => {
-                let bin = format!("{}/pg_dump", run.pg_bin);
                 let mut bad = Vec::new();
                 for db in list.lines().filter(|l| !l.is_empty() && *l != "template1") {
-                    let cmd = sb.postgres(&[
-                        bin.as_str(),
-                        "-h",
-                        &sock,
-                        "-p",
-                        "5432",
-                        "-U",
-                        "postgres",
-                        "-d",
-                        db,
-                        "-f",
-                        "/dev/null",
-                    ]);
+                    let cmd = run.client("pg_dump", &["-d", db, "-f", "/dev/null"]);
                     if let Err(e) = run.cmd(&cmd) {
                         bad.push(format!("{db}: {e}"));
                     }
