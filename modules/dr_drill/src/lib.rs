@@ -282,6 +282,45 @@ fn kill_children() {
     }
 }
 
+/// Run `f` (which runs commands) under a watchdog: if `deadline` passes before `f` returns, the
+/// command running then gets SIGTERM, so a step that would overrun the RTO budget is stopped
+/// there instead of running on. Returns `f`'s result and whether the watchdog fired.
+fn with_deadline<T>(deadline: Instant, f: impl FnOnce() -> T) -> (T, bool) {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let done = Arc::new(AtomicBool::new(false));
+    let dog = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || loop {
+            if done.load(Ordering::SeqCst) {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                kill_children();
+                return true;
+            }
+            // Woken early by `unpark` when `f` returns (or spuriously: the loop checks again).
+            std::thread::park_timeout(left);
+        })
+    };
+    let result = f();
+    done.store(true, Ordering::SeqCst);
+    dog.thread().unpark();
+    (result, dog.join().unwrap_or(false))
+}
+
+/// The failure of a drill whose restore-to-ready time ran out of `max_restore_seconds`.
+fn rto_exceeded(plan: &Plan, during: &str) -> Stop {
+    Stop::Drill(
+        "rto_exceeded",
+        anyhow!(
+            "{during} stopped: restore to ready did not finish within max_restore_seconds {}",
+            plan.args.max_restore_seconds
+        ),
+    )
+}
+
 fn progress(line: &str) {
     // Progress for the operator (and the journal under systemd); stdout belongs to the result.
     eprintln!("dr_drill: {line}");
@@ -620,7 +659,7 @@ fn verify(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
     }
 }
 
-fn restore(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
+fn restore(plan: &Plan, run: &mut Run, deadline: Instant) -> Result<(), Stop> {
     let a = &plan.args;
     let sb = run.sandbox.clone().expect("a sandbox");
     let mut argv = vec![
@@ -642,14 +681,16 @@ fn restore(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
         argv.push(format!("--set={set}"));
     }
     argv.push("restore".into());
-    let out = run
-        .cmd(&sb.postgres(&argv))
-        .map_err(drill_err("restore_failed"))?;
+    let (out, late) = with_deadline(deadline, || run.cmd(&sb.postgres(&argv)));
+    if late {
+        return Err(rto_exceeded(plan, "the restore"));
+    }
+    let out = out.map_err(drill_err("restore_failed"))?;
     run.backup_label = pgbackrest::restored_set(&out.stdout).or_else(|| run.backup_label.clone());
     Ok(())
 }
 
-fn start(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
+fn start(plan: &Plan, run: &mut Run, deadline: Instant) -> Result<(), Stop> {
     let sb = run.sandbox.clone().expect("a sandbox");
     let pgdata = sb.pgdata();
     let base = sb.base();
@@ -688,7 +729,11 @@ fn start(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
         &opts,
         "start",
     ]);
-    if let Err(e) = run.cmd(&cmd) {
+    let (started, late) = with_deadline(deadline, || run.cmd(&cmd));
+    if late {
+        return Err(rto_exceeded(plan, "the start"));
+    }
+    if let Err(e) = started {
         let tail = sb
             .postgres(&["tail", "-n", "5", &log.to_string_lossy()])
             .output()
@@ -702,13 +747,16 @@ fn start(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
     Ok(())
 }
 
-fn wait_recovery(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
+fn wait_recovery(plan: &Plan, run: &mut Run, rto_deadline: Instant) -> Result<(), Stop> {
     let deadline = Instant::now() + Duration::from_secs(plan.args.recovery_timeout as u64);
     let db = plan.args.database.clone();
     loop {
         interrupted()?;
         match run.sql(&db, "SELECT pg_is_in_recovery()") {
             Ok(v) if v == "f" => break,
+            _ if Instant::now() >= rto_deadline => {
+                return Err(rto_exceeded(plan, "the wait for the end of recovery"))
+            }
             Ok(_) | Err(_) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(200));
                 // Polls are not worth a line each in `commands`.
@@ -911,10 +959,13 @@ fn run(plan: Plan, ctx: &mut Context) -> anyhow::Result<Response> {
         if a.checks.iter().any(|c| c == "verify") {
             run.stage("verify", |r| verify(&plan, r))?;
         }
-        restore_clock = Some(Instant::now());
-        run.stage("restore", |r| restore(&plan, r))?;
-        run.stage("start", |r| start(&plan, r))?;
-        run.stage("recovery", |r| wait_recovery(&plan, r))?;
+        // The RTO budget covers restore to ready; each of those steps stops when it runs out.
+        let clock = Instant::now();
+        restore_clock = Some(clock);
+        let deadline = clock + Duration::from_secs(a.max_restore_seconds as u64);
+        run.stage("restore", |r| restore(&plan, r, deadline))?;
+        run.stage("start", |r| start(&plan, r, deadline))?;
+        run.stage("recovery", |r| wait_recovery(&plan, r, deadline))?;
         run.restore_seconds = restore_clock.map(|c| c.elapsed().as_secs_f64());
         run.stage("checks", |r| checks(&plan, r))?;
         if let Some(secs) = run.restore_seconds {
@@ -930,6 +981,12 @@ fn run(plan: Plan, ctx: &mut Context) -> anyhow::Result<Response> {
         }
         Ok(())
     });
+    // A drill stopped by its RTO budget still reports how long it had been restoring.
+    if let (Err(Stop::Drill("rto_exceeded", _)), None, Some(c)) =
+        (&result, run.restore_seconds, restore_clock)
+    {
+        run.restore_seconds = Some(c.elapsed().as_secs_f64());
+    }
     // An interruption makes every later error a consequence of it: report the signal.
     let result = match (result, interrupted()) {
         (Err(_), Err(stop)) => Err(stop),
