@@ -54,9 +54,10 @@ class Cluster:
         self.pgdata = base / name
         self.socket_dir = base
 
-    def initdb(self):
+    def initdb(self, *options):
+        """initdb, then the loopback settings; `options` go to initdb (e.g. --data-checksums)."""
         as_postgres(PGBIN / "initdb", "-D", self.pgdata, "--auth-local=peer", "--auth-host=scram-sha-256",
-                    "-U", "postgres", "--no-sync")
+                    "-U", "postgres", "--no-sync", *options)
         self._configure()
         return self
 

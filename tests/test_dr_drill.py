@@ -2,8 +2,8 @@
 with a full backup and later WAL, restored into Incus containers (image from scripts/drill-image)
 and into host directories.
 
-One cluster, repository and backup serve every test (module-scoped): after the full backup,
-batch A (2 rows) commits, then a recorded time, then batch B (3 rows), all only in WAL. So a
+One cluster, repository and backup serve every test (module-scoped; the checksums test has its
+own, a cluster initialised with data checksums): after the full backup, batch A (2 rows) commits, then a recorded time, then batch B (3 rows), all only in WAL. So a
 latest drill must count 3 + 2 + 3 = 8 users (the 5 later ones from WAL replay alone) and a
 point-in-time drill to the recorded time exactly 5.
 """
@@ -84,8 +84,10 @@ def test_pitr_drill_counts_exactly_the_earlier_rows(drill, repo_setup):
 
 def test_host_drill_passes(drill):
     rc, out = drill(sandbox="host", smoke_queries=[{"sql": "SELECT count(*) FROM users", "min": TOTAL}],
-                    checks=["dump"])
+                    checks=["dump", "checksums"])
     assert rc == 0, out.get("msg")
+    # This cluster has no data checksums: the check says so and passes.
+    assert out["checks"]["checksums"] == {"success": True, "detail": "data checksums are off: skipped"}
     assert not Path(out["commands"][-1]).exists()
     assert not list(Path("/tmp").glob(f"dr-drill-{STANZA}-*"))
 
@@ -169,6 +171,74 @@ def test_sigterm_mid_restore_tears_down(drill, repo_setup, module_bin, drill_ima
     proc.wait(timeout=60)
     assert "restore ..." in "".join(seen), seen
     assert_failed(drill, proc.returncode, out, "interrupted")
+
+
+def test_restore_beyond_max_restore_seconds_is_stopped_as_rto_exceeded(drill):
+    # One second is less than this restore needs in a container: the restore itself is stopped at
+    # the budget (not left to run on), the drill fails with rto_exceeded and still writes metrics.
+    rc, out = drill(max_restore_seconds=1, smoke_queries=[{"sql": "SELECT 1", "min": 0}])
+    assert_failed(drill, rc, out, "rto_exceeded")
+    assert "the restore stopped" in out["msg"] and "max_restore_seconds 1" in out["msg"], out["msg"]
+    assert "start" not in out["stages"] and out["stages"]["restore"] < 5, out["stages"]
+    assert 1 <= out["restore_seconds"] < 10, out
+    assert metric(drill.metrics(), "restore_seconds") >= 1
+
+
+def test_sigterm_mid_restore_of_a_host_drill_removes_its_directory(drill, repo_setup, module_bin):
+    args = {"stanza": STANZA, "config": str(repo_setup["conf"]), "sandbox": "host",
+            "metrics_dir": str(drill.tmp / "metrics"), "lock_dir": str(drill.tmp / "lock")}
+    proc = subprocess.Popen([str(module_bin("dr_drill"))], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdin.write(json.dumps(args))
+    proc.stdin.close()
+    sandbox = Path(f"/tmp/dr-drill-{STANZA}-{proc.pid}")
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "restore ..." in line:
+            break
+    assert sandbox.is_dir(), seen
+    proc.send_signal(signal.SIGTERM)
+    out = json.loads(proc.stdout.read())
+    proc.wait(timeout=60)
+    assert "restore ..." in "".join(seen), seen
+    assert_failed(drill, proc.returncode, out, "interrupted")
+    assert "start" not in out["stages"], out["stages"]  # it stopped in the restore
+    assert not sandbox.exists()
+    assert not list(Path("/tmp").glob(f"dr-drill-{STANZA}-*"))
+    # No PostgreSQL of the drill is left running on its socket.
+    assert not list(Path("/tmp").glob(f"dr-drill-{STANZA}-*/.s.PGSQL.*"))
+
+
+@pytest.fixture(scope="module")
+def checksum_repo():
+    """A cluster initialised with data checksums, its own stanza and a full backup."""
+    base = scratch_dir("vz-drill-ck-")
+    repo = base / "repo"
+    repo.mkdir()
+    shutil.chown(repo, "postgres", "postgres")
+    conf = base / "pgbackrest.conf"
+    cluster = Cluster(base, "pg", free_port()).initdb("--data-checksums")
+    write_config(conf, base, repo, cluster)
+    with open(cluster.pgdata / "postgresql.conf", "a") as f:
+        f.write(f"archive_mode = on\narchive_command = 'pgbackrest --config={conf} --stanza={STANZA} archive-push %p'\n")
+    cluster.start()
+    assert cluster.psql("SHOW data_checksums") == "on"
+    pgb = lambda *a: as_postgres("pgbackrest", f"--config={conf}", f"--stanza={STANZA}", *a)
+    pgb("stanza-create")
+    cluster.psql("CREATE TABLE users (id serial PRIMARY KEY, name text); INSERT INTO users (name) VALUES ('x')")
+    pgb("--type=full", "backup")
+    yield conf
+    cluster.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_checksums_check_passes_on_a_cluster_with_data_checksums(drill, checksum_repo):
+    rc, out = drill(config=str(checksum_repo), sandbox="host", checks=["checksums"])
+    assert rc == 0, out.get("msg")
+    assert out["checks"]["checksums"] == {"success": True, "detail": "no checksum failure"}, out["checks"]
+    assert any("pg_checksums" in c and "--check" in c for c in out["commands"]), out["commands"]
+    assert metric(drill.metrics(), "check_success", 'check="checksums"') == 1
 
 
 def test_keep_leaves_the_container(drill):

@@ -90,6 +90,9 @@ pub struct Args {
 
 const CHECKS: &[&str] = &["amcheck", "checksums", "dump", "verify"];
 
+/// The drill instance's port: it listens on its private unix socket only, so any port will do.
+const DRILL_PORT: &str = "5432";
+
 impl Module for DrDrill {
     type Args = Args;
     const NAME: &'static str = "dr_drill";
@@ -279,6 +282,45 @@ fn kill_children() {
     }
 }
 
+/// Run `f` (which runs commands) under a watchdog: if `deadline` passes before `f` returns, the
+/// command running then gets SIGTERM, so a step that would overrun the RTO budget is stopped
+/// there instead of running on. Returns `f`'s result and whether the watchdog fired.
+fn with_deadline<T>(deadline: Instant, f: impl FnOnce() -> T) -> (T, bool) {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    let done = Arc::new(AtomicBool::new(false));
+    let dog = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || loop {
+            if done.load(Ordering::SeqCst) {
+                return false;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                kill_children();
+                return true;
+            }
+            // Woken early by `unpark` when `f` returns (or spuriously: the loop checks again).
+            std::thread::park_timeout(left);
+        })
+    };
+    let result = f();
+    done.store(true, Ordering::SeqCst);
+    dog.thread().unpark();
+    (result, dog.join().unwrap_or(false))
+}
+
+/// The failure of a drill whose restore-to-ready time ran out of `max_restore_seconds`.
+fn rto_exceeded(plan: &Plan, during: &str) -> Stop {
+    Stop::Drill(
+        "rto_exceeded",
+        anyhow!(
+            "{during} stopped: restore to ready did not finish within max_restore_seconds {}",
+            plan.args.max_restore_seconds
+        ),
+    )
+}
+
 fn progress(line: &str) {
     // Progress for the operator (and the journal under systemd); stdout belongs to the result.
     eprintln!("dr_drill: {line}");
@@ -330,26 +372,30 @@ impl Run {
         cmd.run()
     }
 
-    fn sql(&mut self, database: &str, sql: &str) -> Result<String, CmdError> {
-        let sb = self.sandbox.clone().expect("a sandbox");
-        let psql = format!("{}/psql", self.pg_bin);
-        let sock = sb.socket_dir();
-        let cmd = sb.postgres(&[
-            psql.as_str(),
+    /// A PostgreSQL client program of the restored major (psql, pg_amcheck, pg_dump), connected
+    /// to the drill instance's private socket as postgres; `rest` follows the connection options.
+    fn client(&self, program: &str, rest: &[&str]) -> Cmd {
+        let sb = self.sandbox.as_ref().expect("a sandbox");
+        let bin = format!("{}/{program}", self.pg_bin);
+        let sock = sb.socket_dir().to_string_lossy().into_owned();
+        let mut argv = vec![
+            bin.as_str(),
             "-h",
-            &sock.to_string_lossy(),
+            &sock,
             "-p",
-            "5432",
+            DRILL_PORT,
             "-U",
             "postgres",
-            "-d",
-            database,
-            "-XAtq",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ]);
+        ];
+        argv.extend_from_slice(rest);
+        sb.postgres(&argv)
+    }
+
+    fn sql(&mut self, database: &str, sql: &str) -> Result<String, CmdError> {
+        let cmd = self.client(
+            "psql",
+            &["-d", database, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        );
         Ok(self.cmd(&cmd)?.stdout.trim().to_owned())
     }
 }
@@ -613,7 +659,7 @@ fn verify(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
     }
 }
 
-fn restore(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
+fn restore(plan: &Plan, run: &mut Run, deadline: Instant) -> Result<(), Stop> {
     let a = &plan.args;
     let sb = run.sandbox.clone().expect("a sandbox");
     let mut argv = vec![
@@ -635,14 +681,16 @@ fn restore(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
         argv.push(format!("--set={set}"));
     }
     argv.push("restore".into());
-    let out = run
-        .cmd(&sb.postgres(&argv))
-        .map_err(drill_err("restore_failed"))?;
+    let (out, late) = with_deadline(deadline, || run.cmd(&sb.postgres(&argv)));
+    if late {
+        return Err(rto_exceeded(plan, "the restore"));
+    }
+    let out = out.map_err(drill_err("restore_failed"))?;
     run.backup_label = pgbackrest::restored_set(&out.stdout).or_else(|| run.backup_label.clone());
     Ok(())
 }
 
-fn start(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
+fn start(plan: &Plan, run: &mut Run, deadline: Instant) -> Result<(), Stop> {
     let sb = run.sandbox.clone().expect("a sandbox");
     let pgdata = sb.pgdata();
     let base = sb.base();
@@ -663,7 +711,7 @@ fn start(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
     // synchronous_standby_names would make every write (CREATE EXTENSION of amcheck) wait forever
     // for a standby the drill does not have.
     let opts = format!(
-        "-c unix_socket_directories={} -c listen_addresses='' -c port=5432 -c archive_mode=off \
+        "-c unix_socket_directories={} -c listen_addresses='' -c port={DRILL_PORT} -c archive_mode=off \
          -c synchronous_standby_names='' -c hba_file={}/drill_hba.conf",
         sb.socket_dir().display(),
         base.display()
@@ -683,7 +731,11 @@ fn start(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
         &opts,
         "start",
     ]);
-    if let Err(e) = run.cmd(&cmd) {
+    let (started, late) = with_deadline(deadline, || run.cmd(&cmd));
+    if late {
+        return Err(rto_exceeded(plan, "the start"));
+    }
+    if let Err(e) = started {
         let tail = sb
             .postgres(&["tail", "-n", "5", &log.to_string_lossy()])
             .output()
@@ -697,13 +749,16 @@ fn start(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
     Ok(())
 }
 
-fn wait_recovery(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
+fn wait_recovery(plan: &Plan, run: &mut Run, rto_deadline: Instant) -> Result<(), Stop> {
     let deadline = Instant::now() + Duration::from_secs(plan.args.recovery_timeout as u64);
     let db = plan.args.database.clone();
     loop {
         interrupted()?;
         match run.sql(&db, "SELECT pg_is_in_recovery()") {
             Ok(v) if v == "f" => break,
+            _ if Instant::now() >= rto_deadline => {
+                return Err(rto_exceeded(plan, "the wait for the end of recovery"))
+            }
             Ok(_) | Err(_) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(200));
                 // Polls are not worth a line each in `commands`.
@@ -772,22 +827,12 @@ fn checks(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
         }
     }
     let sb = run.sandbox.clone().expect("a sandbox");
-    let sock = sb.socket_dir().to_string_lossy().into_owned();
     let want = |c: &str| plan.args.checks.iter().any(|x| x == c);
     if want("amcheck") {
-        let bin = format!("{}/pg_amcheck", run.pg_bin);
-        let cmd = sb.postgres(&[
-            bin.as_str(),
-            "-h",
-            &sock,
-            "-p",
-            "5432",
-            "-U",
-            "postgres",
-            "--all",
-            "--heapallindexed",
-            "--install-missing",
-        ]);
+        let cmd = run.client(
+            "pg_amcheck",
+            &["--all", "--heapallindexed", "--install-missing"],
+        );
         match run.cmd(&cmd) {
             Ok(_) => run
                 .checks
@@ -801,22 +846,9 @@ fn checks(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
             "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
         ) {
             Ok(list) => {
-                let bin = format!("{}/pg_dump", run.pg_bin);
                 let mut bad = Vec::new();
                 for db in list.lines().filter(|l| !l.is_empty() && *l != "template1") {
-                    let cmd = sb.postgres(&[
-                        bin.as_str(),
-                        "-h",
-                        &sock,
-                        "-p",
-                        "5432",
-                        "-U",
-                        "postgres",
-                        "-d",
-                        db,
-                        "-f",
-                        "/dev/null",
-                    ]);
+                    let cmd = run.client("pg_dump", &["-d", db, "-f", "/dev/null"]);
                     if let Err(e) = run.cmd(&cmd) {
                         bad.push(format!("{db}: {e}"));
                     }
@@ -929,10 +961,13 @@ fn run(plan: Plan, ctx: &mut Context) -> anyhow::Result<Response> {
         if a.checks.iter().any(|c| c == "verify") {
             run.stage("verify", |r| verify(&plan, r))?;
         }
-        restore_clock = Some(Instant::now());
-        run.stage("restore", |r| restore(&plan, r))?;
-        run.stage("start", |r| start(&plan, r))?;
-        run.stage("recovery", |r| wait_recovery(&plan, r))?;
+        // The RTO budget covers restore to ready; each of those steps stops when it runs out.
+        let clock = Instant::now();
+        restore_clock = Some(clock);
+        let deadline = clock + Duration::from_secs(a.max_restore_seconds as u64);
+        run.stage("restore", |r| restore(&plan, r, deadline))?;
+        run.stage("start", |r| start(&plan, r, deadline))?;
+        run.stage("recovery", |r| wait_recovery(&plan, r, deadline))?;
         run.restore_seconds = restore_clock.map(|c| c.elapsed().as_secs_f64());
         run.stage("checks", |r| checks(&plan, r))?;
         if let Some(secs) = run.restore_seconds {
@@ -948,6 +983,12 @@ fn run(plan: Plan, ctx: &mut Context) -> anyhow::Result<Response> {
         }
         Ok(())
     });
+    // A drill stopped by its RTO budget still reports how long it had been restoring.
+    if let (Err(Stop::Drill("rto_exceeded", _)), None, Some(c)) =
+        (&result, run.restore_seconds, restore_clock)
+    {
+        run.restore_seconds = Some(c.elapsed().as_secs_f64());
+    }
     // An interruption makes every later error a consequence of it: report the signal.
     let result = match (result, interrupted()) {
         (Err(_), Err(stop)) => Err(stop),
