@@ -10,7 +10,6 @@ point-in-time drill to the recorded time exactly 5.
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import BackedUpCluster, as_postgres, run_module, scratch_dir, write_pgbackrest_config
+from harness import BackedUpCluster, Cluster, as_postgres, free_port, run_module, scratch_dir, write_pgbackrest_config
 
 # The shared cluster, repository and backup: the `repo_setup` fixture (conftest.py).
 STANZA = BackedUpCluster.STANZA
@@ -219,7 +218,7 @@ def checksum_repo():
     shutil.chown(repo, "postgres", "postgres")
     conf = base / "pgbackrest.conf"
     cluster = Cluster(base, "pg", free_port()).initdb("--data-checksums")
-    write_config(conf, base, repo, cluster)
+    write_pgbackrest_config(conf, base, repo, cluster, STANZA)
     with open(cluster.pgdata / "postgresql.conf", "a") as f:
         f.write(f"archive_mode = on\narchive_command = 'pgbackrest --config={conf} --stanza={STANZA} archive-push %p'\n")
     cluster.start()

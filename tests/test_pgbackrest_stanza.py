@@ -9,13 +9,12 @@ import os
 import secrets
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from harness import PGBIN, Cluster, S3Server, Secret, as_postgres, free_port, run_module, scratch_dir
+from harness import Cluster, S3Server, Secret, as_postgres, free_port, run_module, scratch_dir
 
 MODULE = "pgbackrest_stanza"
 FQCN = f"veza.pgbackrest.{MODULE}"
