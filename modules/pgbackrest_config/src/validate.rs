@@ -3,7 +3,7 @@
 //! Each problem is reported with where it is (`stanzas.main.pg1-path`) and never with a secret's
 //! value; all problems are reported at once so an operator fixes them in one round.
 
-use crate::options::{self, lookup, Scope, COMMANDS, PGBACKREST_VERSION};
+use crate::options::{self, lookup, Scope, PGBACKREST_VERSION};
 use crate::render::Section;
 use crate::Args;
 use ansible_module::Context;
@@ -311,12 +311,12 @@ pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<Stri
     for (header, body) in &args.command_sections {
         let place = format!("command_sections.{header}");
         match header.split_once(':') {
-            Some((owner, command)) if (owner == "global" || valid_stanza(owner)) && COMMANDS.contains(&command) => {
+            Some((owner, command)) if (owner == "global" || valid_stanza(owner)) && options::commands().any(|c| c == command) => {
                 command_sections.push((owner.to_owned(), header.clone(), body));
             }
             _ => errors.push(format!(
                 "{place}: a command section is named GLOBAL_OR_STANZA:COMMAND with a pgBackRest command ({})",
-                COMMANDS.join(", ")
+                options::commands().collect::<Vec<_>>().join(", ")
             )),
         }
     }
