@@ -175,9 +175,25 @@ fn register_secret(value: &str) {
     }
     let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
     if !secrets.iter().any(|s| s == value) {
-        secrets.push(value.to_owned());
         // Longest first, so a secret that contains another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let at = secrets
+            .iter()
+            .position(|s| s.len() < value.len())
+            .unwrap_or(secrets.len());
+        secrets.insert(at, value.to_owned());
+    }
+}
+
+/// Sort a short list in place, stably, by `less`: an insertion sort. Every type and order given
+/// to std's `sort` instantiates kilobytes of code in each module binary, for lists (option names,
+/// files, nodes) that hold a few dozen items at most.
+pub fn sort_small<T>(items: &mut [T], less: impl Fn(&T, &T) -> bool) {
+    for i in 1..items.len() {
+        let mut j = i;
+        while j > 0 && less(&items[j], &items[j - 1]) {
+            items.swap(j, j - 1);
+            j -= 1;
+        }
     }
 }
 
@@ -479,6 +495,13 @@ mod tests {
             json!({}),
         );
         assert_eq!(with["diff"]["after"], json!("b"));
+    }
+
+    #[test]
+    fn sort_small_sorts_stably() {
+        let mut items = vec![(2, 'a'), (1, 'b'), (2, 'c'), (0, 'd'), (1, 'e')];
+        sort_small(&mut items, |a, b| a.0 < b.0);
+        assert_eq!(items, [(0, 'd'), (1, 'b'), (1, 'e'), (2, 'a'), (2, 'c')]);
     }
 
     #[test]

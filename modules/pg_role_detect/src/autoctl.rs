@@ -105,7 +105,7 @@ impl Keeper {
                 }
             }
         }
-        found.sort_by(|a, b| a.pgdata.cmp(&b.pgdata));
+        ansible_module::sort_small(&mut found, |a, b| a.pgdata < b.pgdata);
         found
     }
 }
