@@ -190,8 +190,8 @@ pub fn show_state(
 
 /// This node's row in the monitor's answer.
 pub fn own_row(json: &str, keeper: &Keeper) -> Result<NodeState, String> {
-    let rows: Vec<NodeState> = serde_json::from_str(json)
-        .map_err(|e| format!("parsing `pg_autoctl show state --json`: {e}"))?;
+    let rows: Vec<NodeState> =
+        parse_json(json).map_err(|e| format!("parsing `pg_autoctl show state --json`: {e}"))?;
     let by_name: Vec<&NodeState> = rows.iter().filter(|r| r.nodename == keeper.name).collect();
     match by_name.as_slice() {
         [one] => Ok((*one).clone()),
@@ -213,8 +213,14 @@ pub fn own_row(json: &str, keeper: &Keeper) -> Result<NodeState, String> {
 
 /// The local state file's view of this node.
 pub fn local_row(json: &str) -> Result<NodeState, String> {
-    serde_json::from_str(json)
-        .map_err(|e| format!("parsing `pg_autoctl show state --local --json`: {e}"))
+    parse_json(json).map_err(|e| format!("parsing `pg_autoctl show state --local --json`: {e}"))
+}
+
+/// JSON text to a type through a [`serde_json::Value`]: every module already carries the text
+/// parser for `Value` (its arguments) and the `Value` deserializer (its options struct), while
+/// deserializing a type straight from text instantiates a second parser for it.
+fn parse_json<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_str::<serde_json::Value>(json).and_then(serde_json::from_value)
 }
 
 #[cfg(test)]
