@@ -11,6 +11,7 @@
 //! another user, secrets by environment only) and [`fs`] for atomic file writes.
 
 pub mod fs;
+pub mod options;
 pub mod process;
 mod secret;
 pub mod spec;
