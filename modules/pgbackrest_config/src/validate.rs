@@ -408,14 +408,15 @@ fn check_repositories(sections: &[Section], ctx: &mut Context, errors: &mut Vec<
     let mut warned = BTreeSet::new();
     for (scope, view) in views(sections) {
         let get = |k: &str| view.get(k).and_then(Value::as_str).map(str::to_owned);
-        let repos: BTreeSet<String> = view
+        // Inserted one by one: collecting into a BTreeSet sorts a Vec first, which brings a
+        // std sort instantiation (about 4 KB) into the binary.
+        let mut repos = BTreeSet::new();
+        for n in view
             .keys()
-            .filter_map(|k| {
-                k.strip_prefix("repo")?
-                    .split_once('-')
-                    .map(|(n, _)| n.to_owned())
-            })
-            .collect();
+            .filter_map(|k| k.strip_prefix("repo")?.split_once('-').map(|(n, _)| n))
+        {
+            repos.insert(n.to_owned());
+        }
         for n in repos {
             let r = |suffix: &str| format!("repo{n}-{suffix}");
             if get(&r("type")).as_deref() == Some("s3") {
