@@ -35,7 +35,8 @@ pub const MASK: &str = "********";
 /// One module of the collection.
 pub trait Module {
     /// The options, as a struct mirroring the module's YAML docs. Derive `Deserialize` with
-    /// `deny_unknown_fields`: it is filled from the validated options (every option present,
+    /// `deny_unknown_fields`, or, where binary size matters, implement it with
+    /// [`options::Options`]: it is filled from the validated options (every option present,
     /// `null` where neither given nor defaulted).
     type Args: DeserializeOwned;
     /// The module's name, as in `veza.pgbackrest.<NAME>`.
