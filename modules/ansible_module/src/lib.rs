@@ -11,6 +11,7 @@
 //! another user, secrets by environment only) and [`fs`] for atomic file writes.
 
 pub mod fs;
+pub mod options;
 pub mod process;
 mod secret;
 pub mod spec;
@@ -34,7 +35,8 @@ pub const MASK: &str = "********";
 /// One module of the collection.
 pub trait Module {
     /// The options, as a struct mirroring the module's YAML docs. Derive `Deserialize` with
-    /// `deny_unknown_fields`: it is filled from the validated options (every option present,
+    /// `deny_unknown_fields`, or, where binary size matters, implement it with
+    /// [`options::Options`]: it is filled from the validated options (every option present,
     /// `null` where neither given nor defaulted).
     type Args: DeserializeOwned;
     /// The module's name, as in `veza.pgbackrest.<NAME>`.
@@ -175,9 +177,25 @@ fn register_secret(value: &str) {
     }
     let mut secrets = SECRETS.lock().unwrap_or_else(|e| e.into_inner());
     if !secrets.iter().any(|s| s == value) {
-        secrets.push(value.to_owned());
         // Longest first, so a secret that contains another is masked whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        let at = secrets
+            .iter()
+            .position(|s| s.len() < value.len())
+            .unwrap_or(secrets.len());
+        secrets.insert(at, value.to_owned());
+    }
+}
+
+/// Sort a short list in place, stably, by `less`: an insertion sort. Every type and order given
+/// to std's `sort` instantiates kilobytes of code in each module binary, for lists (option names,
+/// files, nodes) that hold a few dozen items at most.
+pub fn sort_small<T>(items: &mut [T], less: impl Fn(&T, &T) -> bool) {
+    for i in 1..items.len() {
+        let mut j = i;
+        while j > 0 && less(&items[j], &items[j - 1]) {
+            items.swap(j, j - 1);
+            j -= 1;
+        }
     }
 }
 
@@ -479,6 +497,13 @@ mod tests {
             json!({}),
         );
         assert_eq!(with["diff"]["after"], json!("b"));
+    }
+
+    #[test]
+    fn sort_small_sorts_stably() {
+        let mut items = vec![(2, 'a'), (1, 'b'), (2, 'c'), (0, 'd'), (1, 'e')];
+        sort_small(&mut items, |a, b| a.0 < b.0);
+        assert_eq!(items, [(0, 'd'), (1, 'b'), (1, 'e'), (2, 'a'), (2, 'c')]);
     }
 
     #[test]

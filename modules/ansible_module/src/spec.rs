@@ -242,13 +242,13 @@ impl Spec {
             given.insert(opt.name.to_owned(), value.clone());
         }
         if !unknown.is_empty() {
-            unknown.sort_unstable();
+            crate::sort_small(&mut unknown, |a, b| a < b);
             let mut supported: Vec<&str> = self
                 .options
                 .iter()
                 .flat_map(|o| std::iter::once(o.name).chain(o.aliases.iter().copied()))
                 .collect();
-            supported.sort_unstable();
+            crate::sort_small(&mut supported, |a, b| a < b);
             return Err(format!(
                 "Unsupported parameters for ({module_name}) module: {}. Supported parameters include: {}.",
                 unknown.join(", "),

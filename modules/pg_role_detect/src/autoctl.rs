@@ -6,7 +6,7 @@
 //! monitor's answer, and its `[postgresql] host/port` tell where the local server listens.
 
 use ansible_module::process::{Cmd, CmdError, RunAs};
-use serde::Deserialize;
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -105,13 +105,13 @@ impl Keeper {
                 }
             }
         }
-        found.sort_by(|a, b| a.pgdata.cmp(&b.pgdata));
+        ansible_module::sort_small(&mut found, |a, b| a.pgdata < b.pgdata);
         found
     }
 }
 
 /// One node as pg_autoctl reports it (the monitor's row, or the local state file).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeState {
     /// `node_id`
     pub node_id: i64,
@@ -128,10 +128,8 @@ pub struct NodeState {
     /// `assigned_group_state`
     pub assigned_group_state: String,
     /// `health` (-1 bad, 0 unknown, 1 good): only the monitor knows.
-    #[serde(default)]
     pub health: Option<i64>,
     /// `reported_tli` from the monitor, `timeline` from the local state.
-    #[serde(default, alias = "timeline")]
     pub reported_tli: Option<i64>,
 }
 
@@ -153,6 +151,37 @@ pub const DEMOTION_STATES: &[&str] = &[
 ];
 
 impl NodeState {
+    /// One node's JSON object, read by hand: a derived `Deserialize` costs several KB in every
+    /// binary that detects roles.
+    fn from_json(v: &Value) -> Result<NodeState, String> {
+        let bad = |k: &str| format!("missing or invalid field `{k}`");
+        let int = |k: &str| v.get(k).and_then(Value::as_i64).ok_or_else(|| bad(k));
+        let text = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .ok_or_else(|| bad(k))
+        };
+        let opt_int = |k: &str| match v.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(x) => x.as_i64().map(Some).ok_or_else(|| bad(k)),
+        };
+        Ok(NodeState {
+            node_id: int("node_id")?,
+            group_id: int("group_id")?,
+            nodename: text("nodename")?,
+            nodehost: text("nodehost")?,
+            nodeport: u16::try_from(int("nodeport")?).map_err(|_| bad("nodeport"))?,
+            current_group_state: text("current_group_state")?,
+            assigned_group_state: text("assigned_group_state")?,
+            health: opt_int("health")?,
+            reported_tli: match opt_int("reported_tli")? {
+                Some(tli) => Some(tli),
+                None => opt_int("timeline")?,
+            },
+        })
+    }
+
     /// Writable now and not being demoted.
     pub fn is_writable_primary(&self) -> bool {
         WRITABLE_STATES.contains(&self.current_group_state.as_str())
@@ -190,7 +219,12 @@ pub fn show_state(
 
 /// This node's row in the monitor's answer.
 pub fn own_row(json: &str, keeper: &Keeper) -> Result<NodeState, String> {
-    let rows: Vec<NodeState> = serde_json::from_str(json)
+    let rows: Vec<NodeState> = serde_json::from_str::<Value>(json)
+        .map_err(|e| e.to_string())
+        .and_then(|v| match v {
+            Value::Array(items) => items.iter().map(NodeState::from_json).collect(),
+            _ => Err("not a list".to_owned()),
+        })
         .map_err(|e| format!("parsing `pg_autoctl show state --json`: {e}"))?;
     let by_name: Vec<&NodeState> = rows.iter().filter(|r| r.nodename == keeper.name).collect();
     match by_name.as_slice() {
@@ -213,7 +247,9 @@ pub fn own_row(json: &str, keeper: &Keeper) -> Result<NodeState, String> {
 
 /// The local state file's view of this node.
 pub fn local_row(json: &str) -> Result<NodeState, String> {
-    serde_json::from_str(json)
+    serde_json::from_str::<Value>(json)
+        .map_err(|e| e.to_string())
+        .and_then(|v| NodeState::from_json(&v))
         .map_err(|e| format!("parsing `pg_autoctl show state --local --json`: {e}"))
 }
 

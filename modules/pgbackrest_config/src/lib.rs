@@ -23,8 +23,7 @@ use std::path::{Path, PathBuf};
 pub use render::Section;
 
 /// `state`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// The file exists with this content.
     Present,
@@ -33,8 +32,7 @@ pub enum State {
 }
 
 /// The module's options, as documented.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct Args {
     /// `path`
     pub path: PathBuf,
@@ -60,6 +58,31 @@ pub struct Args {
     pub vars: Map<String, Value>,
     /// `min_cipher_pass_length`
     pub min_cipher_pass_length: i64,
+}
+
+/// Read by hand ([`ansible_module::options`]) rather than derived: the derive costs several KB.
+impl<'de> Deserialize<'de> for Args {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut o = ansible_module::options::Options::read(d)?;
+        let args = (|| {
+            Ok::<_, String>(Args {
+                path: o.path("path")?,
+                global: o.dict("global")?,
+                stanzas: o.dict("stanzas")?,
+                command_sections: o.dict("command_sections")?,
+                owner: o.string("owner")?,
+                group: o.string("group")?,
+                mode: o.value("mode")?,
+                state: [State::Present, State::Absent]
+                    [o.choice("state", &["present", "absent"])?],
+                backup: o.bool("backup")?,
+                template: o.opt_path("template")?,
+                vars: o.dict("vars")?,
+                min_cipher_pass_length: o.int("min_cipher_pass_length")?,
+            })
+        })();
+        args.map_err(serde::de::Error::custom)
+    }
 }
 
 /// The Ansible module.

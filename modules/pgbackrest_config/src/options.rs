@@ -4,8 +4,8 @@
 //! pgBackRest and checked against it by the system tests. Indexed options are stored without their
 //! index (`repo-path` stands for `repo1-path` ... `repo256-path`).
 
-use crate::options_table::OPTIONS;
-pub use crate::options_table::{COMMANDS, PGBACKREST_VERSION};
+pub use crate::options_table::PGBACKREST_VERSION;
+use crate::options_table::{COMMANDS, OPTIONS};
 
 /// Which index an option carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,39 @@ pub enum Scope {
 
 /// A table row: name without index, indexed by, where it may appear, boolean, secret, repeatable.
 pub type Row = (&'static str, Option<Index>, Scope, bool, bool, bool);
+
+/// The table's rows, read from its lines (`repo-cipher-pass repo secret`).
+fn rows() -> impl Iterator<Item = Row> {
+    OPTIONS.lines().map(|line| {
+        let mut words = line.split(' ');
+        let mut row: Row = (
+            words.next().unwrap_or_default(),
+            None,
+            Scope::Any,
+            false,
+            false,
+            false,
+        );
+        for flag in words {
+            match flag {
+                "repo" => row.1 = Some(Index::Repo),
+                "pg" => row.1 = Some(Index::Pg),
+                "stanza" => row.2 = Scope::Stanza,
+                "command-line" => row.2 = Scope::CommandLine,
+                "bool" => row.3 = true,
+                "secret" => row.4 = true,
+                "multi" => row.5 = true,
+                _ => {}
+            }
+        }
+        row
+    })
+}
+
+/// pgBackRest's commands.
+pub fn commands() -> impl Iterator<Item = &'static str> {
+    COMMANDS.lines()
+}
 
 /// What the table says about one option as written (`repo1-cipher-pass`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,22 +103,19 @@ fn split_index(name: &str) -> Option<(String, Index, u16)> {
 
 /// Look an option up as it is written in a configuration file.
 pub fn lookup(name: &str) -> Option<OptionInfo> {
-    let row =
-        |base: &str, index: Option<Index>| OPTIONS.iter().find(|r| r.0 == base && r.1 == index);
+    let row = |base: &str, index: Option<Index>| rows().find(|r| r.0 == base && r.1 == index);
     let (found, index) = match split_index(name) {
         Some((base, kind, n)) => (row(&base, Some(kind)), Some((kind, n))),
         None => (row(name, None), None),
     };
-    found.map(
-        |&(base, _, scope, boolean, secret, repeatable)| OptionInfo {
-            base,
-            index,
-            scope,
-            boolean,
-            secret,
-            repeatable,
-        },
-    )
+    found.map(|(base, _, scope, boolean, secret, repeatable)| OptionInfo {
+        base,
+        index,
+        scope,
+        boolean,
+        secret,
+        repeatable,
+    })
 }
 
 /// Names that look like secrets even where the table does not know them (newer pgBackRest
@@ -109,8 +139,7 @@ pub fn suggest(name: &str) -> Option<String> {
         Some((base, kind, n)) => (base, Some((kind, n))),
         None => (name.to_owned(), None),
     };
-    let best = OPTIONS
-        .iter()
+    let best = rows()
         .filter(|r| r.2 != Scope::CommandLine && r.1 == prefix.map(|p| p.0))
         .map(|r| (distance(&stem, r.0), r.0))
         .min()?;

@@ -140,7 +140,10 @@ pub fn mask_pair(before: &str, after: &str) -> (String, String) {
 }
 
 fn parse_one(text: &str, section: &str, key: &str) -> Option<Vec<String>> {
-    parse(text).remove(&(section.to_owned(), key.to_owned()))
+    // `get`, not `remove`: a BTreeMap's removal brings kilobytes of rebalancing code along.
+    parse(text)
+        .get(&(section.to_owned(), key.to_owned()))
+        .cloned()
 }
 
 /// SHA-256 of the file, hex.

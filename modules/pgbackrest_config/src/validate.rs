@@ -3,7 +3,7 @@
 //! Each problem is reported with where it is (`stanzas.main.pg1-path`) and never with a secret's
 //! value; all problems are reported at once so an operator fixes them in one round.
 
-use crate::options::{self, lookup, Scope, COMMANDS, PGBACKREST_VERSION};
+use crate::options::{self, lookup, Scope, PGBACKREST_VERSION};
 use crate::render::Section;
 use crate::Args;
 use ansible_module::Context;
@@ -311,12 +311,12 @@ pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<Stri
     for (header, body) in &args.command_sections {
         let place = format!("command_sections.{header}");
         match header.split_once(':') {
-            Some((owner, command)) if (owner == "global" || valid_stanza(owner)) && COMMANDS.contains(&command) => {
+            Some((owner, command)) if (owner == "global" || valid_stanza(owner)) && options::commands().any(|c| c == command) => {
                 command_sections.push((owner.to_owned(), header.clone(), body));
             }
             _ => errors.push(format!(
                 "{place}: a command section is named GLOBAL_OR_STANZA:COMMAND with a pgBackRest command ({})",
-                COMMANDS.join(", ")
+                options::commands().collect::<Vec<_>>().join(", ")
             )),
         }
     }
@@ -408,14 +408,15 @@ fn check_repositories(sections: &[Section], ctx: &mut Context, errors: &mut Vec<
     let mut warned = BTreeSet::new();
     for (scope, view) in views(sections) {
         let get = |k: &str| view.get(k).and_then(Value::as_str).map(str::to_owned);
-        let repos: BTreeSet<String> = view
+        // Inserted one by one: collecting into a BTreeSet sorts a Vec first, which brings a
+        // std sort instantiation (about 4 KB) into the binary.
+        let mut repos = BTreeSet::new();
+        for n in view
             .keys()
-            .filter_map(|k| {
-                k.strip_prefix("repo")?
-                    .split_once('-')
-                    .map(|(n, _)| n.to_owned())
-            })
-            .collect();
+            .filter_map(|k| k.strip_prefix("repo")?.split_once('-').map(|(n, _)| n))
+        {
+            repos.insert(n.to_owned());
+        }
         for n in repos {
             let r = |suffix: &str| format!("repo{n}-{suffix}");
             if get(&r("type")).as_deref() == Some("s3") {

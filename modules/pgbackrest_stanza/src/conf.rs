@@ -79,7 +79,7 @@ pub fn read(path: &Path, stanza: &str) -> anyhow::Result<Conf> {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "conf"))
             .collect();
-        files.sort();
+        ansible_module::sort_small(&mut files, |a, b| a < b);
         for file in files {
             if let Ok(text) = std::fs::read(&file) {
                 let lock = conf.lock_path.take();

@@ -22,8 +22,7 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 
 /// `state`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
     /// The stanza exists.
     Present,
@@ -34,8 +33,7 @@ pub enum State {
 }
 
 /// A caller-given role (`role`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GivenRole {
     /// The writable primary.
     Primary,
@@ -46,7 +44,7 @@ pub enum GivenRole {
 }
 
 /// The module's options, as documented.
-#[derive(Debug, Deserialize)]
+#[derive(Debug)]
 pub struct Args {
     /// `stanza`
     pub stanza: String,
@@ -77,8 +75,39 @@ pub struct Args {
     /// `db_timeout`
     pub db_timeout: Option<i64>,
     /// `login_*`, `connect_timeout`
-    #[serde(flatten)]
     pub login: LoginArgs,
+}
+
+/// Read by hand ([`ansible_module::options`]) rather than derived: the derive, with the login
+/// options flattened in, costs several KB.
+impl<'de> Deserialize<'de> for Args {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut o = ansible_module::options::Options::read(d)?;
+        let args = (|| {
+            Ok::<_, String>(Args {
+                stanza: o.string("stanza")?,
+                config: o.path("config")?,
+                state: [State::Present, State::Upgraded, State::Absent]
+                    [o.choice("state", &["present", "upgraded", "absent"])?],
+                only_on_primary: o.bool("only_on_primary")?,
+                source: [Source::Auto, Source::PgAutoctl, Source::Sql]
+                    [o.choice("source", &["auto", "pg_autoctl", "sql"])?],
+                role: o
+                    .opt_choice("role", &["primary", "standby", "unknown"])?
+                    .map(|i| [GivenRole::Primary, GivenRole::Standby, GivenRole::Unknown][i]),
+                pgdata: o.opt_path("pgdata")?,
+                pg_autoctl_path: o.string("pg_autoctl_path")?,
+                pgbackrest_path: o.string("pgbackrest_path")?,
+                check_after: o.bool("check_after")?,
+                force: o.bool("force")?,
+                become_user: o.opt_string("become_user")?,
+                io_timeout: o.opt_int("io_timeout")?,
+                db_timeout: o.opt_int("db_timeout")?,
+                login: LoginArgs::from_options(&mut o)?,
+            })
+        })();
+        args.map_err(serde::de::Error::custom)
+    }
 }
 
 /// A stanza name pgBackRest accepts and that is safe in a file name and a command line.

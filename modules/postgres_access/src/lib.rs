@@ -38,6 +38,21 @@ pub struct LoginArgs {
     pub connect_timeout: i64,
 }
 
+impl LoginArgs {
+    /// The login options out of a module's options, for an `Args` struct read by hand.
+    pub fn from_options(o: &mut ansible_module::options::Options) -> Result<LoginArgs, String> {
+        Ok(LoginArgs {
+            login_user: o.string("login_user")?,
+            login_password: o.opt_secret("login_password")?,
+            login_host: o.opt_string("login_host")?,
+            login_unix_socket: o.opt_string("login_unix_socket")?,
+            login_port: o.opt_int("login_port")?,
+            login_db: o.string("login_db")?,
+            connect_timeout: o.int("connect_timeout")?,
+        })
+    }
+}
+
 /// The login options' specs, to append to a module's own.
 pub fn login_options() -> Vec<Opt> {
     vec![
