@@ -91,6 +91,33 @@ def test_host_drill_passes(drill):
     assert not list(Path("/tmp").glob(f"dr-drill-{STANZA}-*"))
 
 
+
+def test_a_metrics_reader_never_sees_a_partial_file(drill):
+    """node_exporter reads the file whenever it is scraped: while drills rewrite it (a pass, a
+    failure, a pass), a reader polling it sees only whole files, each of which promtool accepts."""
+    path = drill.tmp / "metrics" / f"veza_backup_drill_{STANZA}.prom"
+    seen, done = set(), threading.Event()
+
+    def read():
+        while not done.is_set():
+            try:
+                seen.add(path.read_text())
+            except FileNotFoundError:
+                pass
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        outcomes = [drill(sandbox="host", min_users_expected=minimum)[0] for minimum in (1, TOTAL + 1, 1)]
+    finally:
+        done.set()
+        reader.join()
+    assert outcomes == [0, 1, 0]
+    assert len(seen) >= 3, "the reader saw fewer versions than the drills wrote"
+    for text in seen:
+        assert text.endswith("\n") and metric(text, "last_success") in (0, 1), text
+        subprocess.run(["promtool", "check", "metrics"], input=text, text=True, check=True, capture_output=True)
+
 def assert_failed(drill, rc, out, reason, code=1):
     assert rc == code, out
     assert out["failed"] and not out["passed"] and out["reason"] == reason, out

@@ -38,7 +38,7 @@ def test_molecule_scenario(scenario, collections_path):
         shutil.rmtree(base, ignore_errors=True)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output[-6000:]
-    steps = dict(re.findall(rf"{scenario} ➜ (\w+): Executed: (\w+)", output))
+    steps = dict(re.findall(rf"{scenario} (?:➜|>) (\w+)\]?:? Executed: (\w+)", output))
     expected = ["create", "converge", "verify", "destroy"] + (["prepare", "idempotence"] if scenario == "default" else ["side_effect"])
     assert all(steps.get(step) == "Successful" for step in expected), steps
     assert cipher_pass() not in output
