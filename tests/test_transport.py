@@ -143,7 +143,8 @@ def test_changed_binary_is_uploaded_again(target, ansible, module_bin, tmp_path,
     assert (CACHES[0] / original).exists() and (CACHES[0] / first["binary"]).exists()
 
 
-def test_become_postgres_runs_from_the_postgres_users_cache(target, module_bin, fresh_cache):
+@pytest.mark.parametrize("method", ["ansible.builtin.su", "ansible.builtin.sudo"])
+def test_become_postgres_runs_from_the_postgres_users_cache(method, target, module_bin, fresh_cache):
     work = scratch_dir("vz-become-")
     conf = work / "pgbackrest.conf"
     tasks = f"""    - name: as postgres
@@ -153,12 +154,12 @@ def test_become_postgres_runs_from_the_postgres_users_cache(target, module_bin, 
         owner: postgres
         group: postgres
       become: true
-      become_method: ansible.builtin.su
+      become_method: {method}
       become_user: postgres
     - name: whoami as postgres
       ansible.builtin.raw: id -un
       become: true
-      become_method: ansible.builtin.su
+      become_method: {method}
       become_user: postgres
 """
     try:
@@ -166,7 +167,7 @@ def test_become_postgres_runs_from_the_postgres_users_cache(target, module_bin, 
         assert rc == 0, output
         transport = rows[0]["result"]["veza_transport"]
         assert transport["path"] == "fast" and transport["uploaded"]
-        assert rows[1]["result"]["stdout"].strip() == "postgres", "su works on this machine"
+        assert rows[1]["result"]["stdout"].strip() == "postgres", f"{method} works on this machine"
         # The binary ran as postgres, from postgres's own cache (root's home is closed to it).
         cached = CACHES[1] / transport["binary"]
         assert cached.owner() == "postgres" and not (CACHES[0] / transport["binary"]).exists()
