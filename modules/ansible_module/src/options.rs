@@ -20,6 +20,15 @@ impl Options {
         Map::deserialize(d).map(Options)
     }
 
+    /// An `Args` struct's whole `Deserialize`: read the options, build the struct with `build`,
+    /// and report a drift between spec and struct as a deserializer error.
+    pub fn deserialize_with<'de, D: Deserializer<'de>, T>(
+        d: D,
+        build: impl FnOnce(&mut Options) -> Result<T, String>,
+    ) -> Result<T, D::Error> {
+        build(&mut Options::read(d)?).map_err(serde::de::Error::custom)
+    }
+
     /// The option's value (`null` when neither given nor defaulted); an error when it is absent.
     pub fn value(&mut self, name: &str) -> Result<Value, String> {
         self.0

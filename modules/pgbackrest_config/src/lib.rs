@@ -63,9 +63,8 @@ pub struct Args {
 /// Read by hand ([`ansible_module::options`]) rather than derived: the derive costs several KB.
 impl<'de> Deserialize<'de> for Args {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut o = ansible_module::options::Options::read(d)?;
-        let args = (|| {
-            Ok::<_, String>(Args {
+        ansible_module::options::Options::deserialize_with(d, |o| {
+            Ok(Args {
                 path: o.path("path")?,
                 global: o.dict("global")?,
                 stanzas: o.dict("stanzas")?,
@@ -80,8 +79,7 @@ impl<'de> Deserialize<'de> for Args {
                 vars: o.dict("vars")?,
                 min_cipher_pass_length: o.int("min_cipher_pass_length")?,
             })
-        })();
-        args.map_err(serde::de::Error::custom)
+        })
     }
 }
 

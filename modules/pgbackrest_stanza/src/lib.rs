@@ -82,9 +82,8 @@ pub struct Args {
 /// options flattened in, costs several KB.
 impl<'de> Deserialize<'de> for Args {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut o = ansible_module::options::Options::read(d)?;
-        let args = (|| {
-            Ok::<_, String>(Args {
+        ansible_module::options::Options::deserialize_with(d, |o| {
+            Ok(Args {
                 stanza: o.string("stanza")?,
                 config: o.path("config")?,
                 state: [State::Present, State::Upgraded, State::Absent]
@@ -103,10 +102,9 @@ impl<'de> Deserialize<'de> for Args {
                 become_user: o.opt_string("become_user")?,
                 io_timeout: o.opt_int("io_timeout")?,
                 db_timeout: o.opt_int("db_timeout")?,
-                login: LoginArgs::from_options(&mut o)?,
+                login: LoginArgs::from_options(o)?,
             })
-        })();
-        args.map_err(serde::de::Error::custom)
+        })
     }
 }
 
