@@ -2,10 +2,8 @@
 
 use crate::options::{self, lookup};
 use crate::Args;
-use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::Digest as _;
-use std::collections::BTreeMap;
 
 /// One `[section]` with its options in the order given (values already in pgBackRest's spelling).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,16 +12,6 @@ pub struct Section {
     pub name: String,
     /// Option -> its values (several for repeatable options).
     pub entries: Vec<(String, Vec<String>)>,
-}
-
-/// What a template sees of a section.
-#[derive(Serialize)]
-struct TemplateSection<'a> {
-    name: &'a str,
-    /// `key=value` lines, ready to print.
-    lines: Vec<String>,
-    /// key -> value, or list of values for repeatable options.
-    options: Map<String, Value>,
 }
 
 /// The built-in template: a header, then each section and its lines.
@@ -35,16 +23,17 @@ const BUILTIN: &str = "# Managed by Ansible (veza.pgbackrest.pgbackrest_config):
 /// A template sees `sections` (each with `name`, `lines` and `options`), `vars` (the `vars`
 /// option) and `path`. Autoescaping is off: this is an INI file, not HTML.
 pub fn render(sections: &[Section], template: Option<&str>, args: &Args) -> anyhow::Result<String> {
-    let view: Vec<TemplateSection<'_>> = sections
+    // One serde_json value for the whole context: tera's serializer is then instantiated for
+    // serde_json's Value only (which `vars` needs anyway), not once per Rust type.
+    let view: Vec<Value> = sections
         .iter()
-        .map(|s| TemplateSection {
-            name: &s.name,
-            lines: s
+        .map(|s| {
+            let lines: Vec<Value> = s
                 .entries
                 .iter()
-                .flat_map(|(k, vs)| vs.iter().map(move |v| format!("{k}={v}")))
-                .collect(),
-            options: s
+                .flat_map(|(k, vs)| vs.iter().map(move |v| Value::String(format!("{k}={v}"))))
+                .collect();
+            let options: Map<String, Value> = s
                 .entries
                 .iter()
                 .map(|(k, vs)| {
@@ -55,13 +44,23 @@ pub fn render(sections: &[Section], template: Option<&str>, args: &Args) -> anyh
                     };
                     (k.clone(), value)
                 })
-                .collect(),
+                .collect();
+            let mut section = Map::new();
+            section.insert("name".into(), Value::String(s.name.clone()));
+            section.insert("lines".into(), Value::Array(lines));
+            section.insert("options".into(), Value::Object(options));
+            Value::Object(section)
         })
         .collect();
-    let mut context = tera::Context::new();
-    context.insert("sections", &view);
-    context.insert("vars", &args.vars);
-    context.insert("path", &args.path.display().to_string());
+    let mut root = Map::new();
+    root.insert("sections".into(), Value::Array(view));
+    root.insert("vars".into(), Value::Object(args.vars.clone()));
+    root.insert(
+        "path".into(),
+        Value::String(args.path.display().to_string()),
+    );
+    let context = tera::Context::from_serialize(&Value::Object(root))
+        .map_err(|e| anyhow::anyhow!("{}", tera_error(&e)))?;
     let text = tera::Tera::one_off(template.unwrap_or(BUILTIN), &context, false)
         .map_err(|e| anyhow::anyhow!("{}", tera_error(&e)))?;
     Ok(text)
@@ -79,24 +78,35 @@ fn tera_error(e: &tera::Error) -> String {
     text
 }
 
-/// `(section, key)` -> values, from an INI text.
-fn parse(text: &str) -> BTreeMap<(String, String), Vec<String>> {
-    let mut section = String::new();
-    let mut out: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+/// `(section, key, value)` for each option line of an INI text, in file order. A Vec rather than
+/// a map: these files are small, and a map keyed by pairs costs kilobytes of code.
+fn entries(text: &str) -> Vec<(String, String, String)> {
+    let mut section = "";
+    let mut out = Vec::new();
     for line in text.lines() {
         let trimmed = line.trim();
         if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name.to_owned();
+            section = name;
         } else if let Some((k, v)) = trimmed
             .split_once('=')
             .filter(|_| !trimmed.starts_with('#'))
         {
-            out.entry((section.clone(), k.trim().to_owned()))
-                .or_default()
-                .push(v.trim().to_owned());
+            out.push((section.to_owned(), k.trim().to_owned(), v.trim().to_owned()));
         }
     }
     out
+}
+
+/// The values `key` has in `[section]`.
+fn values_of<'a>(
+    entries: &'a [(String, String, String)],
+    section: &'a str,
+    key: &'a str,
+) -> impl Iterator<Item = &'a str> {
+    entries
+        .iter()
+        .filter(move |(s, k, _)| s == section && k == key)
+        .map(|(.., v)| v.as_str())
 }
 
 fn secret_key(key: &str) -> bool {
@@ -106,27 +116,25 @@ fn secret_key(key: &str) -> bool {
 /// Both sides of the diff with every secret value replaced by `********`; on the after side a
 /// secret whose value differs from before reads `******** (changed)`, so the diff still shows it.
 pub fn mask_pair(before: &str, after: &str) -> (String, String) {
-    let old = parse(before);
-    let mask = |text: &str, compare: Option<&BTreeMap<(String, String), Vec<String>>>| -> String {
-        let mut section = String::new();
+    let old = entries(before);
+    let new = entries(after);
+    let mask = |text: &str, compare: bool| -> String {
+        let mut section = "";
         let mut out = String::with_capacity(text.len());
         for line in text.lines() {
             let trimmed = line.trim();
             if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                section = name.to_owned();
+                section = name;
             }
             match trimmed.split_once('=') {
                 Some((k, _)) if !trimmed.starts_with('#') && secret_key(k.trim()) => {
                     let key = k.trim();
-                    let changed = compare.is_some_and(|old| {
-                        old.get(&(section.clone(), key.to_owned()))
-                            != parse_one(text, &section, key).as_ref()
-                    });
-                    out.push_str(&format!(
-                        "{key}={}{}\n",
-                        ansible_module::MASK,
-                        if changed { " (changed)" } else { "" }
-                    ));
+                    let changed =
+                        compare && !values_of(&old, section, key).eq(values_of(&new, section, key));
+                    out.push_str(key);
+                    out.push('=');
+                    out.push_str(ansible_module::MASK);
+                    out.push_str(if changed { " (changed)\n" } else { "\n" });
                 }
                 _ => {
                     out.push_str(line);
@@ -136,14 +144,7 @@ pub fn mask_pair(before: &str, after: &str) -> (String, String) {
         }
         out
     };
-    (mask(before, None), mask(after, Some(&old)))
-}
-
-fn parse_one(text: &str, section: &str, key: &str) -> Option<Vec<String>> {
-    // `get`, not `remove`: a BTreeMap's removal brings kilobytes of rebalancing code along.
-    parse(text)
-        .get(&(section.to_owned(), key.to_owned()))
-        .cloned()
+    (mask(before, false), mask(after, true))
 }
 
 /// SHA-256 of the file, hex.
@@ -196,6 +197,15 @@ mod tests {
         assert_eq!(a, "[global]\nrepo1-cipher-pass=******** (changed)\nrepo1-path=/b\n[main]\nrepo1-s3-key=********\n");
         let (_, a) = mask_pair("", "[global]\nrepo1-s3-key-secret=abc\n");
         assert_eq!(a, "[global]\nrepo1-s3-key-secret=******** (changed)\n");
+        // The same secret in two sections: only the section where it changed says so.
+        let (_, a) = mask_pair(
+            "[a]\nrepo1-s3-key=k1\n[b]\nrepo1-s3-key=k1\n",
+            "[a]\nrepo1-s3-key=k1\n[b]\nrepo1-s3-key=k2\n",
+        );
+        assert_eq!(
+            a,
+            "[a]\nrepo1-s3-key=********\n[b]\nrepo1-s3-key=******** (changed)\n"
+        );
     }
 
     #[test]
