@@ -143,6 +143,24 @@ def test_changed_binary_is_uploaded_again(target, ansible, module_bin, tmp_path,
     assert (CACHES[0] / original).exists() and (CACHES[0] / first["binary"]).exists()
 
 
+def test_a_binary_changed_during_the_run_is_hashed_and_uploaded_again(target, ansible, tmp_path, fresh_cache):
+    """The plugin hashes each build once per run and remembers it by the file's identity and
+    times: a binary replaced between two tasks of the same run is not mistaken for the first."""
+    src = Path(ansible.env["ANSIBLE_COLLECTIONS_PATH"])
+    shutil.copytree(src, tmp_path / "collections", symlinks=True)
+    binary = tmp_path / "collections/ansible_collections/veza/pgbackrest/plugins/modules/__bin" / BUILD / "pg_role_detect"
+    first_digest = sha256(binary)
+    change = f"    - name: change the build\n      ansible.builtin.raw: printf '\\000' >> {binary}\n"
+    rc, output, rows = target(role_detect("before") + role_detect("same build") + change + role_detect("after"),
+                              env={"ANSIBLE_COLLECTIONS_PATH": str(tmp_path / "collections")})
+    assert rc == 0, output
+    (_, before), (_, same), (_, after) = transports([r for r in rows if r["task"] != "change the build"])
+    assert sha256(binary) != first_digest, "the build did change"
+    assert (before["binary"], before["uploaded"]) == (first_digest, True)
+    assert (same["binary"], same["uploaded"]) == (first_digest, False)
+    assert (after["binary"], after["uploaded"]) == (sha256(binary), True)
+
+
 @pytest.mark.parametrize("method", ["ansible.builtin.su", "ansible.builtin.sudo"])
 def test_become_postgres_runs_from_the_postgres_users_cache(method, target, module_bin, fresh_cache):
     work = scratch_dir("vz-become-")
