@@ -118,6 +118,11 @@ pub fn lookup(name: &str) -> Option<OptionInfo> {
     })
 }
 
+/// Whether an option's value is a secret: the table says so, or its name looks like one.
+pub fn is_secret(name: &str) -> bool {
+    lookup(name).is_some_and(|o| o.secret) || looks_secret(name)
+}
+
 /// Names that look like secrets even where the table does not know them (newer pgBackRest
 /// versions add repository types): masked all the same.
 pub fn looks_secret(name: &str) -> bool {

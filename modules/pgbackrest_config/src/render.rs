@@ -78,20 +78,40 @@ fn tera_error(e: &tera::Error) -> String {
     text
 }
 
+/// What one line of an INI file is.
+enum Line<'a> {
+    /// `[name]`
+    Section(&'a str),
+    /// `key=value`, both trimmed.
+    Option(&'a str, &'a str),
+    /// A comment, a blank line or anything else.
+    Other,
+}
+
+fn read_line(line: &str) -> Line<'_> {
+    let trimmed = line.trim();
+    if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+        Line::Section(name)
+    } else if let Some((k, v)) = trimmed
+        .split_once('=')
+        .filter(|_| !trimmed.starts_with('#'))
+    {
+        Line::Option(k.trim(), v.trim())
+    } else {
+        Line::Other
+    }
+}
+
 /// `(section, key, value)` for each option line of an INI text, in file order. A Vec rather than
 /// a map: these files are small, and a map keyed by pairs costs kilobytes of code.
-fn entries(text: &str) -> Vec<(String, String, String)> {
+fn entries(text: &str) -> Vec<(&str, &str, &str)> {
     let mut section = "";
     let mut out = Vec::new();
     for line in text.lines() {
-        let trimmed = line.trim();
-        if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            section = name;
-        } else if let Some((k, v)) = trimmed
-            .split_once('=')
-            .filter(|_| !trimmed.starts_with('#'))
-        {
-            out.push((section.to_owned(), k.trim().to_owned(), v.trim().to_owned()));
+        match read_line(line) {
+            Line::Section(name) => section = name,
+            Line::Option(k, v) => out.push((section, k, v)),
+            Line::Other => {}
         }
     }
     out
@@ -99,18 +119,14 @@ fn entries(text: &str) -> Vec<(String, String, String)> {
 
 /// The values `key` has in `[section]`.
 fn values_of<'a>(
-    entries: &'a [(String, String, String)],
+    entries: &'a [(&'a str, &'a str, &'a str)],
     section: &'a str,
     key: &'a str,
 ) -> impl Iterator<Item = &'a str> {
     entries
         .iter()
-        .filter(move |(s, k, _)| s == section && k == key)
-        .map(|(.., v)| v.as_str())
-}
-
-fn secret_key(key: &str) -> bool {
-    lookup(key).is_some_and(|o| o.secret) || options::looks_secret(key)
+        .filter(move |(s, k, _)| *s == section && *k == key)
+        .map(|(.., v)| *v)
 }
 
 /// Both sides of the diff with every secret value replaced by `********`; on the after side a
@@ -122,25 +138,21 @@ pub fn mask_pair(before: &str, after: &str) -> (String, String) {
         let mut section = "";
         let mut out = String::with_capacity(text.len());
         for line in text.lines() {
-            let trimmed = line.trim();
-            if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                section = name;
-            }
-            match trimmed.split_once('=') {
-                Some((k, _)) if !trimmed.starts_with('#') && secret_key(k.trim()) => {
-                    let key = k.trim();
+            match read_line(line) {
+                Line::Option(key, _) if options::is_secret(key) => {
                     let changed =
                         compare && !values_of(&old, section, key).eq(values_of(&new, section, key));
                     out.push_str(key);
                     out.push('=');
                     out.push_str(ansible_module::MASK);
                     out.push_str(if changed { " (changed)\n" } else { "\n" });
+                    continue;
                 }
-                _ => {
-                    out.push_str(line);
-                    out.push('\n');
-                }
+                Line::Section(name) => section = name,
+                _ => {}
             }
+            out.push_str(line);
+            out.push('\n');
         }
         out
     };

@@ -56,10 +56,6 @@ const PLACEHOLDER_MARKS: &[&str] = &[
     "}}",
 ];
 
-fn is_secret(key: &str) -> bool {
-    lookup(key).is_some_and(|o| o.secret) || options::looks_secret(key)
-}
-
 /// Every section body of the arguments, with where it came from.
 fn bodies(args: &Args) -> Vec<(String, &Value)> {
     let mut all: Vec<(String, &Value)> = args
@@ -87,7 +83,7 @@ fn bodies(args: &Args) -> Vec<(String, &Value)> {
 pub fn register_secrets(args: &Args, ctx: &mut Context) {
     for (place, value) in bodies(args) {
         let key = place.rsplit('.').next().unwrap_or_default();
-        if is_secret(key) {
+        if options::is_secret(key) {
             for v in scalars(value) {
                 ctx.add_secret(&v);
             }
