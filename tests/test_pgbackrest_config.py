@@ -198,7 +198,7 @@ def test_custom_template(binary, conf, tmp_path):
 
 def test_option_table_matches_the_installed_pgbackrest():
     generated = subprocess.run([REPO / "scripts" / "pgbackrest-options"], check=True, capture_output=True, text=True).stdout
-    assert generated == (REPO / "modules/pgbackrest_config/src/options_table.rs").read_text()
+    assert generated == (REPO / "crates/pgbackrest/src/options_table.rs").read_text()
 
 
 def test_kill_during_a_large_write_leaves_old_or_new_file(binary, conf):

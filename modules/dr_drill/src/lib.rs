@@ -9,7 +9,6 @@
 //! stdin): exit 0 pass, 1 drill failure, 2 environment problem.
 
 pub mod metrics;
-pub mod pgbackrest;
 pub mod sandbox;
 
 use ansible_module::process::{Cmd, CmdError, RunAs};
@@ -146,14 +145,7 @@ struct Plan {
 
 impl Plan {
     fn new(args: Args) -> anyhow::Result<Plan> {
-        let ok_name = |s: &str| {
-            !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        };
-        if !ok_name(&args.stanza) {
-            anyhow::bail!("stanza '{}' is not a valid stanza name", args.stanza);
-        }
+        pgbackrest::StanzaName::parse(&args.stanza)?;
         let container = args.container_name.clone().unwrap_or_else(|| {
             format!("pg-restore-drill-{}", args.stanza.replace(['_', '.'], "-"))
         });
@@ -323,7 +315,8 @@ fn rto_exceeded(plan: &Plan, during: &str) -> Stop {
 
 fn progress(line: &str) {
     // Progress for the operator (and the journal under systemd); stdout belongs to the result.
-    eprintln!("dr_drill: {line}");
+    // Scrubbed like the result: a pgBackRest error may quote a key of the configuration.
+    eprintln!("dr_drill: {}", ansible_module::scrub_str(line));
 }
 
 /// What a drill collects on its way.
@@ -339,6 +332,7 @@ struct Run {
     sandbox: Option<Sandbox>,
     pg_bin: String,
     verbose: bool,
+    conf: pgbackrest::conf::Conf,
 }
 
 impl Run {
@@ -456,7 +450,7 @@ fn take_lock(dir: &Path, stanza: &str) -> Result<Lock, Stop> {
 }
 
 /// Pre-flight: tools, backup metadata, image. Returns the backups and the PostgreSQL major.
-fn preflight(plan: &Plan, run: &mut Run) -> Result<pgbackrest::StanzaInfo, Stop> {
+fn preflight(plan: &Plan, run: &mut Run) -> Result<pgbackrest::info::Info, Stop> {
     let a = &plan.args;
     let pgbackrest = find_program("pgbackrest").ok_or_else(|| {
         Stop::Env(
@@ -476,6 +470,17 @@ fn preflight(plan: &Plan, run: &mut Run) -> Result<pgbackrest::StanzaInfo, Stop>
             anyhow!("config: {} does not exist", a.config.display()),
         ));
     }
+    // pgBackRest quotes parts of its configuration in errors (an S3 key): every secret of the
+    // configuration is scrubbed from all output from here on.
+    run.conf = pgbackrest::conf::read(&a.config, &a.stanza).map_err(env_err("no_config"))?;
+    for secret in run
+        .conf
+        .secrets
+        .iter()
+        .chain(&pgbackrest::conf::env_secrets())
+    {
+        ansible_module::register_secret(secret);
+    }
     let info_cmd = Cmd::new(&pgbackrest)
         .arg(format!("--config={}", a.config.display()))
         .arg(format!("--stanza={}", a.stanza))
@@ -486,15 +491,15 @@ fn preflight(plan: &Plan, run: &mut Run) -> Result<pgbackrest::StanzaInfo, Stop>
             "info",
         ]);
     let out = run.cmd(&info_cmd).map_err(env_err("info_failed"))?;
-    let info = pgbackrest::parse_info(&out.stdout, &a.stanza).map_err(env_err("info_failed"))?;
-    if info.status_code != 0 || info.backups.is_empty() {
+    let info = pgbackrest::info::parse(&out.stdout, &a.stanza).map_err(env_err("info_failed"))?;
+    if info.status.code != 0 || info.backups.is_empty() {
         return Err(Stop::Env(
             "no_backup",
             anyhow!(
                 "stanza '{}' has no usable backup (pgbackrest info: status {} {})",
                 a.stanza,
-                info.status_code,
-                info.status_message
+                info.status.code,
+                info.status.message
             ),
         ));
     }
@@ -571,8 +576,8 @@ fn make_sandbox(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
             init = init.args(["--profile", p]);
         }
         run.cmd(&init).map_err(env_err("launch_failed"))?;
-        let (kind, repo_path) = pgbackrest::repo_settings(&conf_text, &a.stanza);
-        if kind == "posix" {
+        if run.conf.repo_type() == "posix" {
+            let repo_path = run.conf.repo_path().to_owned();
             let dev = Cmd::new("incus")
                 .args(["config", "device", "add", &plan.container, "repo", "disk"])
                 .arg(format!("source={repo_path}"))
@@ -645,7 +650,7 @@ fn verify(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
             return Err(Stop::Drill("verify_failed", anyhow!("{e}")));
         }
     };
-    let errors = pgbackrest::verify_errors(&format!("{}\n{}", out.stdout, out.stderr));
+    let errors = pgbackrest::output::verify_errors(&format!("{}\n{}", out.stdout, out.stderr));
     if errors.is_empty() {
         run.checks.push(("verify".into(), true, "no errors".into()));
         Ok(())
@@ -686,7 +691,8 @@ fn restore(plan: &Plan, run: &mut Run, deadline: Instant) -> Result<(), Stop> {
         return Err(rto_exceeded(plan, "the restore"));
     }
     let out = out.map_err(drill_err("restore_failed"))?;
-    run.backup_label = pgbackrest::restored_set(&out.stdout).or_else(|| run.backup_label.clone());
+    run.backup_label =
+        pgbackrest::output::restored_set(&out.stdout).or_else(|| run.backup_label.clone());
     Ok(())
 }
 
@@ -956,7 +962,7 @@ fn run(plan: Plan, ctx: &mut Context) -> anyhow::Result<Response> {
             .and_then(|s| info.backups.iter().find(|b| &b.label == s).cloned())
             .or(latest);
         run.backup_label = chosen.as_ref().map(|b| b.label.clone());
-        run.backup_stop = chosen.as_ref().map(|b| b.timestamp.stop);
+        run.backup_stop = chosen.as_ref().map(|b| b.stop);
         run.stage("sandbox", |r| make_sandbox(&plan, r))?;
         if a.checks.iter().any(|c| c == "verify") {
             run.stage("verify", |r| verify(&plan, r))?;

@@ -1,7 +1,7 @@
 //! Rendering the file with tera, and showing it without its secrets.
 
-use crate::options::{self, lookup};
 use crate::Args;
+use pgbackrest::options::lookup;
 use serde_json::{Map, Value};
 use sha2::Digest as _;
 
@@ -78,87 +78,6 @@ fn tera_error(e: &tera::Error) -> String {
     text
 }
 
-/// What one line of an INI file is.
-enum Line<'a> {
-    /// `[name]`
-    Section(&'a str),
-    /// `key=value`, both trimmed.
-    Option(&'a str, &'a str),
-    /// A comment, a blank line or anything else.
-    Other,
-}
-
-fn read_line(line: &str) -> Line<'_> {
-    let trimmed = line.trim();
-    if let Some(name) = trimmed.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-        Line::Section(name)
-    } else if let Some((k, v)) = trimmed
-        .split_once('=')
-        .filter(|_| !trimmed.starts_with('#'))
-    {
-        Line::Option(k.trim(), v.trim())
-    } else {
-        Line::Other
-    }
-}
-
-/// `(section, key, value)` for each option line of an INI text, in file order. A Vec rather than
-/// a map: these files are small, and a map keyed by pairs costs kilobytes of code.
-fn entries(text: &str) -> Vec<(&str, &str, &str)> {
-    let mut section = "";
-    let mut out = Vec::new();
-    for line in text.lines() {
-        match read_line(line) {
-            Line::Section(name) => section = name,
-            Line::Option(k, v) => out.push((section, k, v)),
-            Line::Other => {}
-        }
-    }
-    out
-}
-
-/// The values `key` has in `[section]`.
-fn values_of<'a>(
-    entries: &'a [(&'a str, &'a str, &'a str)],
-    section: &'a str,
-    key: &'a str,
-) -> impl Iterator<Item = &'a str> {
-    entries
-        .iter()
-        .filter(move |(s, k, _)| *s == section && *k == key)
-        .map(|(.., v)| *v)
-}
-
-/// Both sides of the diff with every secret value replaced by `********`; on the after side a
-/// secret whose value differs from before reads `******** (changed)`, so the diff still shows it.
-pub fn mask_pair(before: &str, after: &str) -> (String, String) {
-    let old = entries(before);
-    let new = entries(after);
-    let mask = |text: &str, compare: bool| -> String {
-        let mut section = "";
-        let mut out = String::with_capacity(text.len());
-        for line in text.lines() {
-            match read_line(line) {
-                Line::Option(key, _) if options::is_secret(key) => {
-                    let changed =
-                        compare && !values_of(&old, section, key).eq(values_of(&new, section, key));
-                    out.push_str(key);
-                    out.push('=');
-                    out.push_str(ansible_module::MASK);
-                    out.push_str(if changed { " (changed)\n" } else { "\n" });
-                    continue;
-                }
-                Line::Section(name) => section = name,
-                _ => {}
-            }
-            out.push_str(line);
-            out.push('\n');
-        }
-        out
-    };
-    (mask(before, false), mask(after, true))
-}
-
 /// SHA-256 of the file, hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes)
@@ -196,29 +115,6 @@ pub fn utc_stamp(t: std::time::SystemTime) -> String {
 mod tests {
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn secrets_are_masked_and_a_changed_secret_still_shows() {
-        let before = "[global]\nrepo1-cipher-pass=old-secret-value\nrepo1-path=/a\n[main]\nrepo1-s3-key=same\n";
-        let after = "[global]\nrepo1-cipher-pass=new-secret-value\nrepo1-path=/b\n[main]\nrepo1-s3-key=same\n";
-        let (b, a) = mask_pair(before, after);
-        assert_eq!(
-            b,
-            "[global]\nrepo1-cipher-pass=********\nrepo1-path=/a\n[main]\nrepo1-s3-key=********\n"
-        );
-        assert_eq!(a, "[global]\nrepo1-cipher-pass=******** (changed)\nrepo1-path=/b\n[main]\nrepo1-s3-key=********\n");
-        let (_, a) = mask_pair("", "[global]\nrepo1-s3-key-secret=abc\n");
-        assert_eq!(a, "[global]\nrepo1-s3-key-secret=******** (changed)\n");
-        // The same secret in two sections: only the section where it changed says so.
-        let (_, a) = mask_pair(
-            "[a]\nrepo1-s3-key=k1\n[b]\nrepo1-s3-key=k1\n",
-            "[a]\nrepo1-s3-key=k1\n[b]\nrepo1-s3-key=k2\n",
-        );
-        assert_eq!(
-            a,
-            "[a]\nrepo1-s3-key=********\n[b]\nrepo1-s3-key=******** (changed)\n"
-        );
-    }
 
     #[test]
     fn utc_stamp_matches_known_dates() {

@@ -3,10 +3,10 @@
 //! Each problem is reported with where it is (`stanzas.main.pg1-path`) and never with a secret's
 //! value; all problems are reported at once so an operator fixes them in one round.
 
-use crate::options::{self, lookup, Scope, PGBACKREST_VERSION};
 use crate::render::Section;
 use crate::Args;
 use ansible_module::Context;
+use pgbackrest::options::{self, lookup, Scope, PGBACKREST_VERSION};
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
 

@@ -8,14 +8,15 @@
 //! task runs on every node of a formation. Two runs on one host take an exclusive lock beside
 //! pgBackRest's own lock files and probe again under it, so only one of them creates.
 
-pub mod conf;
-pub mod info;
-
 use ansible_module::process::{Cmd, CmdError, RunAs};
 use ansible_module::{Context, Diff, Module, Opt, Response, Spec};
 use anyhow::{bail, Context as _};
-use info::{Status, Verdict};
-use pg_role_detect::{DetectOptions, Role, Source};
+use pg_role::{DetectOptions, Role, Source};
+use pgbackrest::command::Pgbackrest;
+use pgbackrest::conf::{self, Conf};
+use pgbackrest::info::{self, Status, Verdict};
+use pgbackrest::lock::Lock;
+use pgbackrest::StanzaName;
 use postgres_access::{LoginArgs, Postmaster};
 use serde::Deserialize;
 use serde_json::json;
@@ -108,34 +109,6 @@ impl<'de> Deserialize<'de> for Args {
     }
 }
 
-/// A stanza name pgBackRest accepts and that is safe in a file name and a command line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StanzaName(String);
-
-impl StanzaName {
-    /// Letters, digits, `-`, `_`, `.`; not starting with `-` or `.`; at most 64 characters.
-    pub fn parse(name: &str) -> Result<Self, String> {
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && !name.starts_with(['-', '.'])
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if ok {
-            Ok(StanzaName(name.to_owned()))
-        } else {
-            Err(format!(
-                "stanza: '{}' is not a valid stanza name (letters, digits, '-', '_', '.'; at most 64 characters; not starting with '-' or '.')",
-                name.escape_default()
-            ))
-        }
-    }
-    /// The name.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
 /// What the run will do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Action {
@@ -198,7 +171,7 @@ impl Module for PgbackrestStanza {
     }
 
     fn execute(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
-        let stanza = StanzaName::parse(&args.stanza).map_err(anyhow::Error::msg)?;
+        let stanza = StanzaName::parse(&args.stanza)?;
         for (name, value) in [
             ("io_timeout", args.io_timeout),
             ("db_timeout", args.db_timeout),
@@ -240,7 +213,7 @@ impl Module for PgbackrestStanza {
                 GivenRole::Unknown => Role::Unknown,
             })
         } else if args.only_on_primary {
-            let det = pg_role_detect::detect(
+            let det = pg_role::detect(
                 &DetectOptions {
                     source: args.source,
                     pgdata: pgdata.as_deref(),
@@ -403,27 +376,9 @@ fn diff(before: &Status, action: Action, stanza: &str) -> Diff {
 }
 
 /// An exclusive lock beside pgBackRest's own lock files, held for the rest of the run.
-fn lock(
-    conf: &conf::Conf,
-    stanza: &StanzaName,
-) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
-    use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+fn lock(conf: &Conf, stanza: &StanzaName) -> Result<Lock, pgbackrest::Error> {
     let dir = PathBuf::from(conf.lock_path.as_deref().unwrap_or(conf::DEFAULT_LOCK_PATH));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o770)
-        .create(&dir)
-        .with_context(|| format!("creating the lock directory {}", dir.display()))?;
-    let path = dir.join(format!("{}-pgbackrest_stanza.lock", stanza.as_str()));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o640)
-        .open(&path)
-        .with_context(|| format!("opening the lock file {}", path.display()))?;
-    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))
+    Lock::take(&dir, &format!("{stanza}-pgbackrest_stanza.lock"), true)
 }
 
 struct Run<'a> {
@@ -434,20 +389,13 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    /// `pgbackrest --config=C --stanza=S [timeouts] COMMAND ...`; console logging off, errors on stderr.
+    /// `pgbackrest --config=C --stanza=S [timeouts] COMMAND ...`; console logging off, errors on
+    /// stderr.
     fn pgbackrest(&self, command: &str) -> Cmd {
-        let mut cmd = Cmd::new(&self.args.pgbackrest_path)
-            .arg(format!("--config={}", self.args.config.display()))
-            .arg(format!("--stanza={}", self.stanza.as_str()))
-            .arg("--log-level-console=off")
-            .arg("--log-level-stderr=warn");
-        if let Some(t) = self.args.io_timeout {
-            cmd = cmd.arg(format!("--io-timeout={t}"));
-        }
-        if let Some(t) = self.args.db_timeout {
-            cmd = cmd.arg(format!("--db-timeout={t}"));
-        }
-        cmd.arg(command)
+        let a = self.args;
+        Pgbackrest::new(&a.pgbackrest_path, &a.config, self.stanza.as_str(), "off")
+            .timeouts(a.io_timeout, a.db_timeout)
+            .cmd(command)
     }
 
     fn info(&mut self) -> Result<Status, InfoError> {
@@ -459,7 +407,9 @@ impl Run<'_> {
                 format!("probing stanza '{}': {e}", self.stanza.as_str()),
             )
         })?;
-        info::parse(&out.stdout, self.stanza.as_str()).map_err(|e| InfoError(1, e))
+        info::parse(&out.stdout, self.stanza.as_str())
+            .map(|i| i.status)
+            .map_err(|e| InfoError(1, e.to_string()))
     }
 
     fn failed_probe(&self, code: i32, msg: String) -> Response {
@@ -571,16 +521,6 @@ struct InfoError(i32, String);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stanza_names_are_validated() {
-        assert!(StanzaName::parse("main").is_ok());
-        assert!(StanzaName::parse("db-1_prod.eu").is_ok());
-        for bad in ["", "-x", ".x", "a b", "a]b", "a:b", "a/b", &"x".repeat(65)] {
-            let e = StanzaName::parse(bad).unwrap_err();
-            assert!(e.starts_with("stanza: '"), "{e}");
-        }
-    }
 
     fn status(code: i64, sys: &str) -> Status {
         Status {

@@ -171,7 +171,9 @@ pub struct Diff {
 /// Every secret of this process: no_log option values and values registered at run time.
 static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
-fn register_secret(value: &str) {
+/// Register a value that must never be shown (as [`Context::add_secret`], for code without a
+/// context at hand): it is scrubbed from the result and from [`scrub_str`]'s output.
+pub fn register_secret(value: &str) {
     if value.is_empty() {
         return;
     }
