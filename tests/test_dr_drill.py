@@ -85,8 +85,9 @@ def test_host_drill_passes(drill):
     rc, out = drill(sandbox="host", smoke_queries=[{"sql": "SELECT count(*) FROM users", "min": TOTAL}],
                     checks=["dump", "checksums"])
     assert rc == 0, out.get("msg")
-    # This cluster has no data checksums: the check says so and passes.
-    assert out["checks"]["checksums"] == {"success": True, "detail": "data checksums are off: skipped"}
+    # This cluster has no data checksums: the check says so and is skipped, never passed.
+    assert out["checks"]["checksums"] == {"success": False, "state": "skipped",
+                                          "detail": "the cluster has no data checksums"}
     assert not Path(out["commands"][-1]).exists()
     assert not list(Path("/tmp").glob(f"dr-drill-{STANZA}-*"))
 
@@ -149,7 +150,7 @@ def test_postgres_that_cannot_start_fails_the_drill(drill, repo_setup):
         assert victims
         for v in victims:
             v.unlink()
-        rc, out = drill(config=str(conf), smoke_queries=[{"sql": "SELECT 1", "min": 0}])
+        rc, out = drill(config=str(conf), smoke_queries=[{"sql": "SELECT 1", "min": 0}], checks=[])
         assert_failed(drill, rc, out, "start_failed")
 
 
@@ -262,7 +263,8 @@ def checksum_repo():
 def test_checksums_check_passes_on_a_cluster_with_data_checksums(drill, checksum_repo):
     rc, out = drill(config=str(checksum_repo), sandbox="host", checks=["checksums"])
     assert rc == 0, out.get("msg")
-    assert out["checks"]["checksums"] == {"success": True, "detail": "no checksum failure"}, out["checks"]
+    assert out["checks"]["checksums"] == {"success": True, "state": "pass",
+                                          "detail": "no checksum failure"}, out["checks"]
     assert any("pg_checksums" in c and "--check" in c for c in out["commands"]), out["commands"]
     assert metric(drill.metrics(), "check_success", 'check="checksums"') == 1
 

@@ -22,12 +22,20 @@ pub struct Report {
     pub duration: f64,
     /// Restore start to recovery end (the measured RTO), when it got that far.
     pub restore_seconds: Option<f64>,
-    /// Drill start minus the time of the last replayed transaction (the RPO figure).
+    /// Drill start minus the time of the last replayed transaction.
     pub recovery_target_age: Option<f64>,
+    /// Drill start minus the restored freshness marker (the measured data loss, RPO).
+    pub data_loss: Option<f64>,
+    /// Drill start minus the restored backup's stop time.
+    pub backup_age: Option<f64>,
+    /// The data-loss budget (`max_data_loss`), when set.
+    pub max_data_loss: Option<f64>,
+    /// The backup-age budget (`max_backup_age`), when set.
+    pub max_backup_age: Option<f64>,
     /// The restored backup set.
     pub backup_label: Option<String>,
-    /// Check name -> passed.
-    pub checks: Vec<(String, bool)>,
+    /// Check name -> passed (`Some(true)`), failed (`Some(false)`) or skipped (`None`).
+    pub checks: Vec<(String, Option<bool>)>,
 }
 
 /// The metrics file for a stanza.
@@ -96,12 +104,31 @@ pub fn render(prefix: &str, r: &Report, last_success: Option<f64>) -> String {
             .map(|v| vec![(st.clone(), round(v))])
             .unwrap_or_default(),
     );
+    let opt = |v: Option<f64>| v.map(|v| vec![(st.clone(), round(v))]).unwrap_or_default();
     gauge(
         "recovery_target_age_seconds",
-        "Drill start minus the time of the last transaction the restore replayed (measured RPO).",
-        &r.recovery_target_age
-            .map(|v| vec![(st.clone(), round(v))])
-            .unwrap_or_default(),
+        "Drill start minus the time of the last transaction the restore replayed.",
+        &opt(r.recovery_target_age),
+    );
+    gauge(
+        "data_loss_seconds",
+        "Drill start minus the newest restored data (freshness marker): the measured RPO.",
+        &opt(r.data_loss),
+    );
+    gauge(
+        "max_data_loss_seconds",
+        "The drill's data-loss budget (max_data_loss).",
+        &opt(r.max_data_loss),
+    );
+    gauge(
+        "backup_age_seconds",
+        "Drill start minus the end of the backup set the drill restored.",
+        &opt(r.backup_age),
+    );
+    gauge(
+        "max_backup_age_seconds",
+        "The drill's backup-age budget (max_backup_age).",
+        &opt(r.max_backup_age),
     );
     gauge(
         "backup_label",
@@ -111,20 +138,25 @@ pub fn render(prefix: &str, r: &Report, last_success: Option<f64>) -> String {
             .map(|b| vec![(format!("{st},label=\"{}\"", label(b)), 1.0)])
             .unwrap_or_default(),
     );
-    let checks: Vec<(String, f64)> = r
-        .checks
-        .iter()
-        .map(|(c, ok)| {
-            (
-                format!("{st},check=\"{}\"", label(c)),
-                f64::from(u8::from(*ok)),
-            )
-        })
-        .collect();
+    let by_check = |skipped: bool| -> Vec<(String, f64)> {
+        r.checks
+            .iter()
+            .filter(|(_, ok)| ok.is_none() == skipped)
+            .map(|(c, ok)| {
+                let value = f64::from(u8::from(ok.unwrap_or(true)));
+                (format!("{st},check=\"{}\"", label(c)), value)
+            })
+            .collect()
+    };
     gauge(
         "check_success",
-        "Whether each check of the last drill passed (1) or failed (0).",
-        &checks,
+        "Whether each check of the last drill that ran passed (1) or failed (0).",
+        &by_check(false),
+    );
+    gauge(
+        "check_skipped",
+        "Checks of the last drill that could not apply (1; data checksums off): not a pass.",
+        &by_check(true),
     );
     gauge(
         "failure_reason",
@@ -154,7 +186,8 @@ mod tests {
             reason: Some("smoke_failed".into()),
             run_timestamp: 200.0,
             duration: 3.25,
-            checks: vec![("smoke".into(), false)],
+            checks: vec![("smoke".into(), Some(false)), ("checksums".into(), None)],
+            data_loss: Some(12.5),
             ..Report::default()
         };
         let text = render("p", &r, Some(100.0));
@@ -164,6 +197,9 @@ mod tests {
         );
         assert!(text.contains("p_failure_reason{stanza=\"main\",reason=\"smoke_failed\"} 1\n"));
         assert!(text.contains("p_check_success{stanza=\"main\",check=\"smoke\"} 0\n"));
+        assert!(text.contains("p_check_skipped{stanza=\"main\",check=\"checksums\"} 1\n"));
+        assert!(!text.contains("p_check_success{stanza=\"main\",check=\"checksums\"}"));
+        assert!(text.contains("p_data_loss_seconds{stanza=\"main\"} 12.5\n"));
         assert_eq!(previous_success(&text, "p"), Some(100.0));
         assert!(!text.contains("p_restore_seconds"));
     }

@@ -1,9 +1,15 @@
 //! Where a drill restores: an ephemeral Incus container with no network interface, or a
 //! temporary directory on the host. Both run the same programs (pgBackRest, pg_ctl, psql) as the
-//! postgres user; only the way a command is wrapped and the paths differ.
+//! postgres user; only the way a command is wrapped and the paths differ. Also what a drill
+//! killed with SIGKILL leaves behind, and its removal by the next drill ([`recover`]).
 
 use ansible_module::process::{Cmd, RunAs};
 use std::path::{Path, PathBuf};
+
+/// The host sandbox directory of the drill of `stanza` run by process `pid`.
+pub fn host_dir(stanza: &str, pid: u32) -> PathBuf {
+    PathBuf::from(format!("/tmp/dr-drill-{stanza}-{pid}"))
+}
 
 /// The drill's sandbox.
 #[derive(Debug, Clone)]
@@ -67,10 +73,10 @@ impl Sandbox {
                     "--",
                 ])
                 .args(argv),
-            Sandbox::Host { user, .. } => {
-                let (program, rest) = argv.split_first().expect("a program");
-                Cmd::new(program).args(rest).run_as(Some(user))
-            }
+            Sandbox::Host { user, .. } => match argv.split_first() {
+                Some((program, rest)) => Cmd::new(program).args(rest).run_as(Some(user)),
+                None => Cmd::new("true").run_as(Some(user)),
+            },
         }
     }
     /// Write a small file as postgres in the sandbox (mode 0600).
@@ -132,6 +138,14 @@ pub fn destroy(sandbox: &Sandbox, pg_ctl: &str) -> Result<(), String> {
             }
         }
         Sandbox::Host { dir, user } => {
+            // Never follow a link planted at the path: only a real directory is removed.
+            match std::fs::symlink_metadata(dir) {
+                Ok(m) if !m.is_dir() => {
+                    return Err(format!("{} is not a directory; left alone", dir.display()))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                _ => {}
+            }
             let pgdata = dir.join("data");
             if pgdata.join("postmaster.pid").exists() {
                 let _ = Cmd::new(pg_ctl)
@@ -141,6 +155,8 @@ pub fn destroy(sandbox: &Sandbox, pg_ctl: &str) -> Result<(), String> {
                     .run_as(Some(user))
                     .output();
             }
+            // A restore that outlived a killed drill may still be writing there.
+            kill_users_of(dir);
             match std::fs::remove_dir_all(dir) {
                 Ok(()) => Ok(()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -148,4 +164,79 @@ pub fn destroy(sandbox: &Sandbox, pg_ctl: &str) -> Result<(), String> {
             }
         }
     }
+}
+
+/// SIGKILL every process whose command line names `dir` (a `pgbackrest restore` into it that
+/// outlived a killed drill), so that nothing writes there while it is removed.
+fn kill_users_of(dir: &Path) {
+    let needle = dir.to_string_lossy().into_owned();
+    let me = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in procs.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == me || !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let mentions = cmdline
+            .split(|b| *b == 0)
+            .any(|arg| String::from_utf8_lossy(arg).contains(&needle));
+        if mentions {
+            if let Ok(pid) = name.parse::<i32>() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
+
+/// What a drill that died holding the lock (SIGKILL, OOM, host crash) left: its container (the
+/// name is fixed per stanza) or its host directory (named by its pid) with a running
+/// PostgreSQL. `previous_owner` is the pid the dead drill recorded in the lock file (a drill that
+/// ends cleanly clears it); called with the lock held, so no live drill owns these. Returns what
+/// was removed.
+pub fn recover(
+    previous_owner: Option<&str>,
+    stanza: &str,
+    container: Option<&str>,
+    pg_ctl: &str,
+) -> Result<Vec<String>, String> {
+    let Some(pid) = previous_owner.and_then(|p| p.parse::<u32>().ok()) else {
+        return Ok(Vec::new());
+    };
+    if pid == std::process::id() {
+        return Ok(Vec::new());
+    }
+    let mut removed = Vec::new();
+    if let Some(name) = container {
+        let exists = Cmd::new("incus")
+            .args(["info", name])
+            .output()
+            .map(|o| o.success())
+            .unwrap_or(false);
+        if exists {
+            destroy(
+                &Sandbox::Incus {
+                    name: name.to_owned(),
+                    uid: 0,
+                    gid: 0,
+                },
+                pg_ctl,
+            )?;
+            removed.push(format!("incus container {name}"));
+        }
+    }
+    let dir = host_dir(stanza, pid);
+    if std::fs::symlink_metadata(&dir).is_ok() {
+        let user = RunAs::user("postgres")?;
+        destroy(&Sandbox::Host { dir: dir.clone(), user }, pg_ctl)?;
+        removed.push(format!("host directory {} and its PostgreSQL", dir.display()));
+    }
+    Ok(removed)
 }

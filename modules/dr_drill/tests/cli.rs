@@ -66,3 +66,26 @@ fn missing_config_is_an_environment_problem_with_exit_2() {
         );
     }
 }
+
+#[test]
+fn sidecar_docs_match_the_spec() {
+    use ansible_module::Module as _;
+    ansible_module::testing::assert_sidecar_matches(
+        env!("CARGO_MANIFEST_DIR"),
+        "dr_drill",
+        &dr_drill::DrDrill::spec(),
+    );
+}
+
+#[test]
+fn extreme_timeouts_are_accepted_without_a_panic() {
+    let dir = scratch("extreme");
+    let args = json!({"stanza": "main", "config": dir.join("absent.conf"), "sandbox": "host",
+        "metrics_dir": dir.join("metrics"), "lock_dir": dir.join("lock"),
+        "max_restore_seconds": i64::MAX, "recovery_timeout": i64::MAX,
+        "start_timeout": i64::MAX, "max_check_seconds": i64::MAX, "max_backup_age": i64::MAX});
+    let (code, out) = run_file(args);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(code, 2, "{out}");
+    assert!(!out["msg"].as_str().unwrap().contains("panicked"), "{out}");
+}
