@@ -112,9 +112,11 @@ fn empty_settings_do_nothing_without_connecting() {
 #[test]
 fn unreachable_server_fails_and_hides_the_password() {
     let canary = "pw-canary-a17c";
-    let (code, out) = run(args(
-        json!({"settings": {"archive_timeout": 60}, "login_password": canary, "connect_timeout": 3}),
-    ));
+    let (code, out) = run(args(json!({
+        "settings": {"archive_timeout": 60},
+        "login_password": canary,
+        "connect_timeout": 3
+    })));
     assert_eq!(code, 1);
     let msg = out["msg"].as_str().unwrap();
     assert!(
