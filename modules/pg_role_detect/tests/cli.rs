@@ -52,9 +52,12 @@ fn bad_choice_fails() {
 #[test]
 fn unreachable_postgres_is_unknown_with_a_warning() {
     let port = dead_port();
-    let (code, out) = run_file(
-        json!({"source": "sql", "login_host": "127.0.0.1", "login_port": port, "connect_timeout": 3}),
-    );
+    let (code, out) = run_file(json!({
+        "source": "sql",
+        "login_host": "127.0.0.1",
+        "login_port": port,
+        "connect_timeout": 3
+    }));
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         (
@@ -75,9 +78,12 @@ fn unreachable_postgres_is_unknown_with_a_warning() {
 #[test]
 fn unreachable_postgres_fails_with_fail_on_unknown_given_as_a_string() {
     let port = dead_port();
-    let (code, out) = run_file(
-        json!({"source": "sql", "login_host": "127.0.0.1", "port": port.to_string(), "fail_on_unknown": "yes"}),
-    );
+    let (code, out) = run_file(json!({
+        "source": "sql",
+        "login_host": "127.0.0.1",
+        "port": port.to_string(),
+        "fail_on_unknown": "yes"
+    }));
     assert_eq!(code, 1);
     assert_eq!(out["failed"], true);
     let msg = out["msg"].as_str().unwrap();
@@ -94,9 +100,12 @@ fn unreachable_postgres_fails_with_fail_on_unknown_given_as_a_string() {
 fn password_never_appears_in_the_output() {
     let port = dead_port();
     let canary = "pw-canary-51c3e";
-    let (_, out) = run_file(
-        json!({"source": "sql", "login_host": "127.0.0.1", "login_port": port, "login_password": canary}),
-    );
+    let (_, out) = run_file(json!({
+        "source": "sql",
+        "login_host": "127.0.0.1",
+        "login_port": port,
+        "login_password": canary
+    }));
     assert!(!out.to_string().contains(canary), "{out}");
     assert_eq!(
         out["invocation"]["module_args"]["login_password"],
