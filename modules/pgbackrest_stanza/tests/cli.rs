@@ -32,9 +32,12 @@ fn unknown_options_and_bad_choices_are_refused() {
 
 #[test]
 fn a_missing_config_file_is_named() {
-    let (_, out) = run(
-        json!({"stanza": "main", "config": "/nonexistent/pgbackrest.conf", "become_user": "", "role": "primary"}),
-    );
+    let (_, out) = run(json!({
+        "stanza": "main",
+        "config": "/nonexistent/pgbackrest.conf",
+        "become_user": "",
+        "role": "primary"
+    }));
     assert_eq!(out["failed"], true);
     assert!(
         out["msg"]
