@@ -1,7 +1,9 @@
 //! The compiled module, run as Ansible runs it (argv[1] = arguments file) and as a program (stdin).
-//! Real PostgreSQL scenarios live in the system tests (tests/ at the repository root).
+//! Its sidecar doc is checked against its spec here too. Real PostgreSQL scenarios live in the
+//! system tests (tests/ at the repository root).
 
 use ansible_module::testing::{dead_port, run_with_args_file, run_with_stdin};
+use ansible_module::Module as _;
 use serde_json::{json, Value};
 use std::process::Command;
 
@@ -140,5 +142,15 @@ fn missing_arguments_file_fails_in_json() {
             .unwrap()
             .starts_with("reading the arguments file /nonexistent/args"),
         "{v}"
+    );
+}
+
+/// The sidecar doc an operator reads and the spec the module enforces say the same thing.
+#[test]
+fn sidecar_docs_match_the_spec() {
+    ansible_module::testing::assert_sidecar_matches(
+        env!("CARGO_MANIFEST_DIR"),
+        "pg_role_detect",
+        &pg_role_detect::PgRoleDetect::spec(),
     );
 }
