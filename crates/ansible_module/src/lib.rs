@@ -1,6 +1,8 @@
-//! The Ansible binary-module protocol, shared by every module of the `veza.pgbackrest` collection.
+//! The Ansible binary-module protocol, shared by every module of the `veza.pgbackrest`
+//! collection.
 //!
-//! A module is a type implementing [`Module`]; its `main` is one line, `ansible_module::run::<M>()`.
+//! A module is a type implementing [`Module`]; its `main` is one line,
+//! `ansible_module::run::<M>()`.
 //! This crate owns everything between Ansible and the module's logic: it reads the arguments file
 //! named by argv[1] (or the same JSON on stdin when there is no argv[1], for systemd timers and
 //! scripts), splits off the `_ansible_*` internals into a [`Context`], validates and coerces the
@@ -425,8 +427,15 @@ mod tests {
 
     #[test]
     fn internals_are_split_from_options() {
-        let raw = json!({"stanza": "main", "_ansible_check_mode": true, "_ansible_diff": "yes", "_ansible_verbosity": 3,
-            "_ansible_module_name": "veza.pgbackrest.x", "_ansible_tmpdir": "/tmp/a", "_ansible_selinux_special_fs": []});
+        let raw = json!({
+            "stanza": "main",
+            "_ansible_check_mode": true,
+            "_ansible_diff": "yes",
+            "_ansible_verbosity": 3,
+            "_ansible_module_name": "veza.pgbackrest.x",
+            "_ansible_tmpdir": "/tmp/a",
+            "_ansible_selinux_special_fs": []
+        });
         let (args, ctx) = split_internals(raw.as_object().unwrap().clone(), "x");
         assert_eq!(Value::Object(args), json!({"stanza": "main"}));
         assert!(ctx.check_mode && ctx.diff && !ctx.no_log);

@@ -376,7 +376,11 @@ mod tests {
             .run()
             .unwrap_err();
         assert_eq!(err.code(), Some(56));
-        assert_eq!(err.to_string(), "`sh -c 'echo '\\''  boom happened  '\\'' >&2; exit 56'` exited with code 56: boom happened");
+        assert_eq!(
+            err.to_string(),
+            "`sh -c 'echo '\\''  boom happened  '\\'' >&2; exit 56'` exited with code 56: \
+             boom happened"
+        );
     }
 
     #[test]

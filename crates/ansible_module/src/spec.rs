@@ -176,7 +176,8 @@ pub struct Spec {
     pub options: Vec<Opt>,
     /// Groups of options of which at most one may be given.
     pub mutually_exclusive: Vec<Vec<&'static str>>,
-    /// `(option, value, requirements)`: when `option` equals `value`, all of `requirements` must be given.
+    /// `(option, value, requirements)`: when `option` equals `value`, all of `requirements` must be
+    /// given.
     pub required_if: Vec<(&'static str, Value, Vec<&'static str>)>,
     /// The module predicts its changes in check mode.
     pub supports_check_mode: bool,
@@ -250,7 +251,8 @@ impl Spec {
                 .collect();
             crate::sort_small(&mut supported, |a, b| a < b);
             return Err(format!(
-                "Unsupported parameters for ({module_name}) module: {}. Supported parameters include: {}.",
+                "Unsupported parameters for ({module_name}) module: {}. \
+                 Supported parameters include: {}.",
                 unknown.join(", "),
                 supported.join(", ")
             ));
@@ -290,8 +292,18 @@ impl Spec {
                 Some(v) => coerce(opt.kind, v).map_err(|why| {
                     // The reason quotes the value: leave it out for a secret.
                     let hidden = opt.no_log || opt.hide_value;
-                    let (shown, why) = if hidden { ("********".to_owned(), "the value is hidden".to_owned()) } else { (short(v), why) };
-                    format!("argument '{}' is of type {} ({shown}) and we were unable to convert to {}: {why}", opt.name, json_type(v), opt.kind.doc_name())
+                    let (shown, why) = if hidden {
+                        ("********".to_owned(), "the value is hidden".to_owned())
+                    } else {
+                        (short(v), why)
+                    };
+                    format!(
+                        "argument '{}' is of type {} ({shown}) and we were unable to convert \
+                         to {}: {why}",
+                        opt.name,
+                        json_type(v),
+                        opt.kind.doc_name()
+                    )
                 })?,
             };
             if !opt.choices.is_empty() && !value.is_null() {
@@ -484,7 +496,8 @@ fn expand_home(s: &str) -> String {
 
 /// The option list as Ansible docs would render it, for comparing with a sidecar doc.
 ///
-/// Returns one line per option: `name type=... required=... default=... choices=... aliases=... no_log=...`.
+/// Returns one line per option:
+/// `name type=... required=... default=... choices=... aliases=... no_log=...`.
 pub fn describe(spec: &Spec) -> Vec<String> {
     let mut lines: Vec<String> = spec
         .options
@@ -591,7 +604,13 @@ mod tests {
 
     #[test]
     fn strings_coerce_like_ad_hoc_arguments() {
-        let out = validate(json!({"port": "5432", "fail_on_unknown": "yes", "reset": "a, b", "settings": "{\"x\": 1}"})).unwrap();
+        let out = validate(json!({
+            "port": "5432",
+            "fail_on_unknown": "yes",
+            "reset": "a, b",
+            "settings": "{\"x\": 1}"
+        }))
+        .unwrap();
         assert_eq!(out["login_port"], json!(5432));
         assert_eq!(out["fail_on_unknown"], json!(true));
         assert_eq!(out["reset"], json!(["a", "b"]));
@@ -659,7 +678,13 @@ mod tests {
             err.starts_with("Unsupported parameters for (test_module) module: bogus, sorce."),
             "{err}"
         );
-        assert!(err.contains("Supported parameters include: fail_on_unknown, login_password, login_port, port, reset"), "{err}");
+        assert!(
+            err.contains(
+                "Supported parameters include: fail_on_unknown, login_password, login_port, port, \
+                 reset"
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -257,7 +257,9 @@ pub fn local_row(json: &str) -> Result<NodeState, String> {
 mod tests {
     use super::*;
 
-    const CFG: &str = "[pg_autoctl]\nrole = keeper\nmonitor = postgres://autoctl_node@127.0.0.1:6000/pg_auto_failover\nname = node1\n\n[postgresql]\npgdata = /srv/lab/node1\nhost = /srv/lab\nport = 6001\n";
+    const CFG: &str = "[pg_autoctl]\nrole = keeper\n\
+        monitor = postgres://autoctl_node@127.0.0.1:6000/pg_auto_failover\nname = node1\n\n\
+        [postgresql]\npgdata = /srv/lab/node1\nhost = /srv/lab\nport = 6001\n";
 
     fn keeper() -> Keeper {
         Keeper::parse(Path::new("/x/pg_autoctl.cfg"), CFG).unwrap()
@@ -278,17 +280,24 @@ mod tests {
 
     #[test]
     fn own_row_is_found_by_node_name() {
-        let json = r#"[{"health":1,"node_id":1,"group_id":0,"nodehost":"127.0.0.1","nodename":"node2","nodeport":6002,"reported_tli":3,
-            "current_group_state":"primary","assigned_group_state":"primary"},
-           {"health":1,"node_id":2,"group_id":0,"nodehost":"127.0.0.1","nodename":"node1","nodeport":6001,"reported_tli":3,
-            "current_group_state":"secondary","assigned_group_state":"secondary","candidate_priority":50}]"#;
+        let json = r#"[
+            {"health":1,"node_id":1,"group_id":0,"nodehost":"127.0.0.1","nodename":"node2",
+             "nodeport":6002,"reported_tli":3,
+             "current_group_state":"primary","assigned_group_state":"primary"},
+            {"health":1,"node_id":2,"group_id":0,"nodehost":"127.0.0.1","nodename":"node1",
+             "nodeport":6001,"reported_tli":3,
+             "current_group_state":"secondary","assigned_group_state":"secondary",
+             "candidate_priority":50}
+        ]"#;
         let row = own_row(json, &keeper()).unwrap();
         assert_eq!(
             (row.node_id, row.nodeport, row.health, row.reported_tli),
             (2, 6001, Some(1), Some(3))
         );
         assert!(!row.is_writable_primary());
-        let err = own_row(r#"[{"node_id":1,"group_id":0,"nodehost":"h","nodename":"other","nodeport":1,"current_group_state":"single","assigned_group_state":"single"}]"#, &keeper()).unwrap_err();
+        let other = r#"[{"node_id":1,"group_id":0,"nodehost":"h","nodename":"other","nodeport":1,
+            "current_group_state":"single","assigned_group_state":"single"}]"#;
+        let err = own_row(other, &keeper()).unwrap_err();
         assert!(
             err.contains("'node1'") && err.contains("nodes: other"),
             "{err}"
@@ -297,8 +306,10 @@ mod tests {
 
     #[test]
     fn local_state_reads_timeline() {
-        let json = r#"{"node_id":1,"group_id":0,"nodename":"node1","nodehost":"127.0.0.1","nodeport":6001,"current_group_state":"secondary",
-            "assigned_group_state":"secondary","timeline":4,"Minimum Recovery Ending LSN":"0\/30008F8","reachable":"unknown","conntype":"read-only"}"#;
+        let json = r#"{"node_id":1,"group_id":0,"nodename":"node1","nodehost":"127.0.0.1",
+            "nodeport":6001,"current_group_state":"secondary","assigned_group_state":"secondary",
+            "timeline":4,"Minimum Recovery Ending LSN":"0\/30008F8","reachable":"unknown",
+            "conntype":"read-only"}"#;
         let row = local_row(json).unwrap();
         assert_eq!((row.reported_tli, row.health), (Some(4), None));
     }

@@ -84,7 +84,8 @@ impl Detection {
 }
 
 /// The query asked of PostgreSQL.
-pub const ROLE_QUERY: &str = "SELECT pg_is_in_recovery(), current_setting('server_version'), current_setting('server_version_num')::int8, \
+pub const ROLE_QUERY: &str = "SELECT pg_is_in_recovery(), current_setting('server_version'), \
+    current_setting('server_version_num')::int8, \
     (SELECT timeline_id::int8 FROM pg_control_checkpoint())";
 
 /// The options of [`detect`], shared with other modules.
@@ -143,9 +144,15 @@ pub fn detect(opts: &DetectOptions<'_>, ctx: &mut Context) -> anyhow::Result<Det
             Err(e) if e.code() == Some(autoctl::EXIT_MONITOR_UNREACHABLE) => {
                 det.monitor_reachable = Some(false);
                 if opts.source == Source::PgAutoctl {
-                    anyhow::bail!("the pg_auto_failover monitor is unreachable (pg_autoctl exit code 6) and source=pg_autoctl allows no fallback: {e}");
+                    anyhow::bail!(
+                        "the pg_auto_failover monitor is unreachable (pg_autoctl exit code 6) and \
+                         source=pg_autoctl allows no fallback: {e}"
+                    );
                 }
-                ctx.warn("the pg_auto_failover monitor is unreachable; falling back to the keeper's local state file (possibly stale) cross-checked with pg_is_in_recovery()");
+                ctx.warn(
+                    "the pg_auto_failover monitor is unreachable; falling back to the keeper's \
+                     local state file (possibly stale) cross-checked with pg_is_in_recovery()",
+                );
                 let (cmd, local) = autoctl::show_state(opts.pg_autoctl_path, k, true, None);
                 det.commands.push(cmd.display());
                 match local {
@@ -205,8 +212,13 @@ pub fn detect(opts: &DetectOptions<'_>, ctx: &mut Context) -> anyhow::Result<Det
             .map(|n| format!("{}/{}", n.current_group_state, n.assigned_group_state))
             .unwrap_or_default();
         ctx.warn(format!(
-            "pg_auto_failover and PostgreSQL disagree: pg_autoctl state {node} says {}, pg_is_in_recovery() is {}; reporting this node as not the writable primary",
-            if autoctl_says == Some(true) { "writable primary" } else { "not the writable primary" },
+            "pg_auto_failover and PostgreSQL disagree: pg_autoctl state {node} says {}, \
+             pg_is_in_recovery() is {}; reporting this node as not the writable primary",
+            if autoctl_says == Some(true) {
+                "writable primary"
+            } else {
+                "not the writable primary"
+            },
             det.sql.as_ref().is_some_and(|s| s.in_recovery)
         ));
     }
@@ -247,8 +259,13 @@ fn find_keeper(opts: &DetectOptions<'_>) -> anyhow::Result<Option<Keeper>> {
     match keepers.len() {
         0 | 1 => Ok(keepers.pop()),
         _ => anyhow::bail!(
-            "several pg_auto_failover keepers are configured on this host ({}); set pgdata to choose one",
-            keepers.iter().map(|k| k.pgdata.display().to_string()).collect::<Vec<_>>().join(", ")
+            "several pg_auto_failover keepers are configured on this host ({}); \
+             set pgdata to choose one",
+            keepers
+                .iter()
+                .map(|k| k.pgdata.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }

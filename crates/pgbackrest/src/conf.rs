@@ -317,14 +317,20 @@ mod tests {
 
     #[test]
     fn secrets_are_masked_and_a_changed_secret_still_shows() {
-        let before = "[global]\nrepo1-cipher-pass=old-secret-value\nrepo1-path=/a\n[main]\nrepo1-s3-key=same\n";
-        let after = "[global]\nrepo1-cipher-pass=new-secret-value\nrepo1-path=/b\n[main]\nrepo1-s3-key=same\n";
+        let before = "[global]\nrepo1-cipher-pass=old-secret-value\nrepo1-path=/a\n\
+            [main]\nrepo1-s3-key=same\n";
+        let after = "[global]\nrepo1-cipher-pass=new-secret-value\nrepo1-path=/b\n\
+            [main]\nrepo1-s3-key=same\n";
         let (b, a) = mask_pair(before, after);
         assert_eq!(
             b,
             "[global]\nrepo1-cipher-pass=********\nrepo1-path=/a\n[main]\nrepo1-s3-key=********\n"
         );
-        assert_eq!(a, "[global]\nrepo1-cipher-pass=******** (changed)\nrepo1-path=/b\n[main]\nrepo1-s3-key=********\n");
+        assert_eq!(
+            a,
+            "[global]\nrepo1-cipher-pass=******** (changed)\nrepo1-path=/b\n\
+             [main]\nrepo1-s3-key=********\n"
+        );
         let (_, a) = mask_pair("", "[global]\nrepo1-s3-key-secret=abc\n");
         assert_eq!(a, "[global]\nrepo1-s3-key-secret=******** (changed)\n");
         // The same secret in two sections: only the section where it changed says so.

@@ -291,8 +291,11 @@ pub fn verdict(status: &Status) -> Verdict {
 mod tests {
     use super::*;
 
-    const OK: &str = r#"[{"archive":[],"backup":[],"cipher":"none","db":[{"id":1,"repo-key":1,"system-id":7312345678901234567,"version":"15"}],
-        "name":"main","repo":[{"cipher":"none","key":1,"status":{"code":2,"message":"no valid backups"}}],"status":{"code":2,"lock":{},"message":"no valid backups"}}]"#;
+    const OK: &str = r#"[{"archive":[],"backup":[],"cipher":"none",
+        "db":[{"id":1,"repo-key":1,"system-id":7312345678901234567,"version":"15"}],
+        "name":"main",
+        "repo":[{"cipher":"none","key":1,"status":{"code":2,"message":"no valid backups"}}],
+        "status":{"code":2,"lock":{},"message":"no valid backups"}}]"#;
 
     #[test]
     fn an_existing_stanza_without_backups_exists() {
@@ -310,7 +313,9 @@ mod tests {
 
     #[test]
     fn missing_stanza_and_empty_output_are_missing() {
-        let missing = r#"[{"name":"main","repo":[{"key":1,"status":{"code":1,"message":"missing stanza path"}}],"status":{"code":1,"message":"missing stanza path"},"db":[]}]"#;
+        let missing = r#"[{"name":"main",
+            "repo":[{"key":1,"status":{"code":1,"message":"missing stanza path"}}],
+            "status":{"code":1,"message":"missing stanza path"},"db":[]}]"#;
         assert_eq!(
             verdict(&parse(missing, "main").unwrap().status),
             Verdict::Missing
@@ -323,7 +328,9 @@ mod tests {
 
     #[test]
     fn raw_control_bytes_do_not_stop_parsing_and_codes_are_kept() {
-        let text = "[{\"name\":\"main\",\"repo\":[{\"key\":1,\"status\":{\"code\":99,\"message\":\"[095] unable to load info file: \u{1}\u{7f}garbage\u{fffd}\"}}],\"status\":{\"code\":99,\"message\":\"other\"}}]";
+        let text = "[{\"name\":\"main\",\"repo\":[{\"key\":1,\"status\":{\"code\":99,\
+            \"message\":\"[095] unable to load info file: \u{1}\u{7f}garbage\u{fffd}\"}}],\
+            \"status\":{\"code\":99,\"message\":\"other\"}}]";
         let s = parse(text, "main").unwrap().status;
         match verdict(&s) {
             Verdict::Broken { code, message } => {
@@ -339,7 +346,9 @@ mod tests {
 
     #[test]
     fn a_database_mismatch_is_broken_not_missing() {
-        let t = r#"[{"name":"main","repo":[{"key":1,"status":{"code":5,"message":"database mismatch"}}],"status":{"code":5,"message":"database mismatch across repos"}}]"#;
+        let t = r#"[{"name":"main",
+            "repo":[{"key":1,"status":{"code":5,"message":"database mismatch"}}],
+            "status":{"code":5,"message":"database mismatch across repos"}}]"#;
         assert!(matches!(
             verdict(&parse(t, "main").unwrap().status),
             Verdict::Broken { code: 5, .. }
@@ -348,7 +357,10 @@ mod tests {
 
     #[test]
     fn mixed_repositories_with_one_missing_exist_partially() {
-        let t = r#"[{"name":"main","repo":[{"key":1,"status":{"code":0,"message":"ok"}},{"key":2,"status":{"code":1,"message":"missing stanza path"}}],"status":{"code":4,"message":"different across repos"}}]"#;
+        let t = r#"[{"name":"main",
+            "repo":[{"key":1,"status":{"code":0,"message":"ok"}},
+                    {"key":2,"status":{"code":1,"message":"missing stanza path"}}],
+            "status":{"code":4,"message":"different across repos"}}]"#;
         assert_eq!(
             verdict(&parse(t, "main").unwrap().status),
             Verdict::Exists {

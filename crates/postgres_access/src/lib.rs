@@ -94,7 +94,8 @@ pub struct Postmaster {
 }
 
 impl Postmaster {
-    /// Read `PGDATA/postmaster.pid`; `None` when the server is not running (or the file is unreadable).
+    /// Read `PGDATA/postmaster.pid`; `None` when the server is not running (or the file is
+    /// unreadable).
     pub fn read(pgdata: &Path) -> Option<Postmaster> {
         Self::parse(&std::fs::read_to_string(pgdata.join("postmaster.pid")).ok()?)
     }
@@ -326,7 +327,8 @@ mod tests {
 
     #[test]
     fn postmaster_pid_is_parsed() {
-        let text = "4242\n/srv/pg/node1\n1732400000\n6001\n/tmp/lab\n127.0.0.1\n  6001001   1234\nready   \n";
+        let text = "4242\n/srv/pg/node1\n1732400000\n6001\n/tmp/lab\n\
+            127.0.0.1\n  6001001   1234\nready   \n";
         assert_eq!(
             Postmaster::parse(text),
             Some(Postmaster {

@@ -506,7 +506,8 @@ mod tests {
         let err = s.parse("5 parsecs").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "invalid value for parameter \"archive_timeout\": \"5 parsecs\" (valid units for this parameter are \"us\", \"ms\", \"s\", \"min\", \"h\", and \"d\")"
+            "invalid value for parameter \"archive_timeout\": \"5 parsecs\" (valid units for this \
+             parameter are \"us\", \"ms\", \"s\", \"min\", \"h\", and \"d\")"
         );
         assert!(s.parse("1MIN").is_err());
         assert!(s.parse("abc").is_err());
@@ -609,7 +610,8 @@ mod tests {
         assert_eq!(s.parse("0"), Ok(Value::Enum("off".into())));
         assert_eq!(
             s.parse("maybe").unwrap_err().to_string(),
-            "invalid value for parameter \"archive_mode\": \"maybe\" (available values: always, on, off)"
+            "invalid value for parameter \"archive_mode\": \"maybe\" \
+             (available values: always, on, off)"
         );
         let level = Setting {
             name: "wal_level".into(),

@@ -107,7 +107,8 @@ impl Request {
                 }
                 _ => {
                     return Err(format!(
-                        "settings: the value of {name} must be a string, a number or a boolean, got {value}"
+                        "settings: the value of {name} must be a string, a number or a boolean, \
+                         got {value}"
                     ))
                 }
             };
@@ -118,7 +119,8 @@ impl Request {
             }
             if text.contains(['\n', '\r']) {
                 return Err(format!(
-                    "settings: the value of {name} contains a line break, which ALTER SYSTEM refuses"
+                    "settings: the value of {name} contains a line break, \
+                     which ALTER SYSTEM refuses"
                 ));
             }
             items.push((name.clone(), Action::Set(text)));
@@ -439,7 +441,9 @@ async fn read_state(
             )
         }
         Err(e) => ctx.warn(format!(
-            "pg_file_settings could not be read ({}): values are compared with the running ones, so a value that waits for a restart is set again, and a failed change cannot be undone",
+            "pg_file_settings could not be read ({}): values are compared with the running ones, \
+             so a value that waits for a restart is set again, and a failed change cannot be \
+             undone",
             one_line(&e)
         )),
     }
@@ -536,7 +540,10 @@ async fn apply(client: &Client, items: &mut [Item], ctx: &mut Context) -> anyhow
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     if !reloaded {
-        ctx.warn("the server did not re-read its configuration within 10 s; pending_restart may be stale");
+        ctx.warn(
+            "the server did not re-read its configuration within 10 s; \
+             pending_restart may be stale",
+        );
     }
     let names = items.iter().map(|i| i.name.as_str());
     let rows = query(
@@ -871,7 +878,16 @@ mod tests {
 
     #[test]
     fn every_refusal_is_reported_at_once() {
-        let r = request(json!({"archive_timeout": "soon", "no_such": 1, "server_version": "16", "archive_mode": "on"}), &[]).unwrap();
+        let r = request(
+            json!({
+                "archive_timeout": "soon",
+                "no_such": 1,
+                "server_version": "16",
+                "archive_mode": "on"
+            }),
+            &[],
+        )
+        .unwrap();
         let errors = plan(&r, &state(&[])).unwrap_err();
         assert_eq!(
             errors,

@@ -1,8 +1,9 @@
 //! The compiled module, run as Ansible runs it (argv[1] = arguments file): argument errors are
-//! refused before any connection. Real PostgreSQL scenarios live in the system tests (tests/ at
-//! the repository root).
+//! refused before any connection; and its sidecar doc, which must say what the spec enforces.
+//! Real PostgreSQL scenarios live in the system tests (tests/ at the repository root).
 
 use ansible_module::testing::{dead_port, run_with_args_file};
+use ansible_module::Module as _;
 use serde_json::{json, Value};
 
 fn run(args: Value) -> (i32, Value) {
@@ -112,9 +113,11 @@ fn empty_settings_do_nothing_without_connecting() {
 #[test]
 fn unreachable_server_fails_and_hides_the_password() {
     let canary = "pw-canary-a17c";
-    let (code, out) = run(args(
-        json!({"settings": {"archive_timeout": 60}, "login_password": canary, "connect_timeout": 3}),
-    ));
+    let (code, out) = run(args(json!({
+        "settings": {"archive_timeout": 60},
+        "login_password": canary,
+        "connect_timeout": 3
+    })));
     assert_eq!(code, 1);
     let msg = out["msg"].as_str().unwrap();
     assert!(
@@ -126,4 +129,39 @@ fn unreachable_server_fails_and_hides_the_password() {
         out["invocation"]["module_args"]["login_password"],
         ansible_module::NO_LOG_PLACEHOLDER
     );
+}
+
+/// The sidecar doc an operator reads and the spec the module enforces say the same thing.
+#[test]
+fn sidecar_docs_match_the_spec() {
+    ansible_module::testing::assert_sidecar_matches(
+        env!("CARGO_MANIFEST_DIR"),
+        "pg_alter_system",
+        &pg_alter_system::PgAlterSystem::spec(),
+    );
+}
+
+/// The EXAMPLES an operator copies set up archiving to pgBackRest the way the collection expects.
+#[test]
+fn examples_show_the_pgbackrest_archiving_settings() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../collection/plugins/modules/pg_alter_system.yml"
+    );
+    let doc: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let examples: serde_json::Value =
+        serde_yaml::from_str(doc["EXAMPLES"].as_str().unwrap()).unwrap();
+    let settings = examples
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|task| task["veza.pgbackrest.pg_alter_system"]["settings"].as_object())
+        .unwrap();
+    assert_eq!(settings["archive_mode"], "on");
+    assert_eq!(
+        settings["archive_command"],
+        "pgbackrest --stanza=main archive-push %p"
+    );
+    assert_eq!(settings["archive_timeout"], 60);
 }

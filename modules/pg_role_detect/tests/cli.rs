@@ -1,7 +1,9 @@
 //! The compiled module, run as Ansible runs it (argv[1] = arguments file) and as a program (stdin).
-//! Real PostgreSQL scenarios live in the system tests (tests/ at the repository root).
+//! Its sidecar doc is checked against its spec here too. Real PostgreSQL scenarios live in the
+//! system tests (tests/ at the repository root).
 
 use ansible_module::testing::{dead_port, run_with_args_file, run_with_stdin};
+use ansible_module::Module as _;
 use serde_json::{json, Value};
 use std::process::Command;
 
@@ -52,9 +54,12 @@ fn bad_choice_fails() {
 #[test]
 fn unreachable_postgres_is_unknown_with_a_warning() {
     let port = dead_port();
-    let (code, out) = run_file(
-        json!({"source": "sql", "login_host": "127.0.0.1", "login_port": port, "connect_timeout": 3}),
-    );
+    let (code, out) = run_file(json!({
+        "source": "sql",
+        "login_host": "127.0.0.1",
+        "login_port": port,
+        "connect_timeout": 3
+    }));
     assert_eq!(code, 0, "{out}");
     assert_eq!(
         (
@@ -75,9 +80,12 @@ fn unreachable_postgres_is_unknown_with_a_warning() {
 #[test]
 fn unreachable_postgres_fails_with_fail_on_unknown_given_as_a_string() {
     let port = dead_port();
-    let (code, out) = run_file(
-        json!({"source": "sql", "login_host": "127.0.0.1", "port": port.to_string(), "fail_on_unknown": "yes"}),
-    );
+    let (code, out) = run_file(json!({
+        "source": "sql",
+        "login_host": "127.0.0.1",
+        "port": port.to_string(),
+        "fail_on_unknown": "yes"
+    }));
     assert_eq!(code, 1);
     assert_eq!(out["failed"], true);
     let msg = out["msg"].as_str().unwrap();
@@ -94,9 +102,12 @@ fn unreachable_postgres_fails_with_fail_on_unknown_given_as_a_string() {
 fn password_never_appears_in_the_output() {
     let port = dead_port();
     let canary = "pw-canary-51c3e";
-    let (_, out) = run_file(
-        json!({"source": "sql", "login_host": "127.0.0.1", "login_port": port, "login_password": canary}),
-    );
+    let (_, out) = run_file(json!({
+        "source": "sql",
+        "login_host": "127.0.0.1",
+        "login_port": port,
+        "login_password": canary
+    }));
     assert!(!out.to_string().contains(canary), "{out}");
     assert_eq!(
         out["invocation"]["module_args"]["login_password"],
@@ -131,5 +142,15 @@ fn missing_arguments_file_fails_in_json() {
             .unwrap()
             .starts_with("reading the arguments file /nonexistent/args"),
         "{v}"
+    );
+}
+
+/// The sidecar doc an operator reads and the spec the module enforces say the same thing.
+#[test]
+fn sidecar_docs_match_the_spec() {
+    ansible_module::testing::assert_sidecar_matches(
+        env!("CARGO_MANIFEST_DIR"),
+        "pg_role_detect",
+        &pg_role_detect::PgRoleDetect::spec(),
     );
 }

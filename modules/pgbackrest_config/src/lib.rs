@@ -298,8 +298,8 @@ fn create_dir(dir: &Path, owner: &str, group: &str) -> anyhow::Result<()> {
     .map_err(anyhow::Error::msg)
 }
 
-/// Keep the previous file beside it, as Ansible's `backup: true` does: `PATH.PID.YYYY-MM-DD@HH:MM:SS~`,
-/// with the original's owner, group and mode (it holds secrets).
+/// Keep the previous file beside it, as Ansible's `backup: true` does:
+/// `PATH.PID.YYYY-MM-DD@HH:MM:SS~`, with the original's owner, group and mode (it holds secrets).
 fn make_backup(path: &Path, current: &FileState) -> anyhow::Result<String> {
     let stamp = render::utc_stamp(std::time::SystemTime::now());
     let backup = PathBuf::from(format!(

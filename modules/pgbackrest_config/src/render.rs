@@ -15,8 +15,11 @@ pub struct Section {
 }
 
 /// The built-in template: a header, then each section and its lines.
-const BUILTIN: &str = "# Managed by Ansible (veza.pgbackrest.pgbackrest_config): local changes are overwritten.\n\
-{% for section in sections %}\n[{{ section.name }}]\n{% for line in section.lines %}{{ line }}\n{% endfor %}{% endfor %}";
+const BUILTIN: &str = "# Managed by Ansible (veza.pgbackrest.pgbackrest_config): local changes \
+    are overwritten.\n\
+    {% for section in sections %}\n\
+    [{{ section.name }}]\n\
+    {% for line in section.lines %}{{ line }}\n{% endfor %}{% endfor %}";
 
 /// Render the sections with the built-in template or the operator's.
 ///

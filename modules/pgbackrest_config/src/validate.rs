@@ -184,17 +184,27 @@ fn values(
     secret: bool,
 ) -> Result<Vec<String>, String> {
     match value {
-        Value::Array(items) if repeatable => items.iter().map(|v| scalar(place, key, v, boolean, secret)).collect(),
+        Value::Array(items) if repeatable => items
+            .iter()
+            .map(|v| scalar(place, key, v, boolean, secret))
+            .collect(),
         Value::Object(map) if repeatable => map
             .iter()
             .map(|(k, v)| {
                 if k.is_empty() || k.contains('=') || k.chars().any(char::is_control) {
-                    return Err(format!("{place}: the key '{}' of {key} must be non-empty, without '=' or control characters", k.escape_default()));
+                    return Err(format!(
+                        "{place}: the key '{}' of {key} must be non-empty, \
+                         without '=' or control characters",
+                        k.escape_default()
+                    ));
                 }
                 Ok(format!("{k}={}", scalar(place, key, v, false, secret)?))
             })
             .collect(),
-        Value::Array(_) | Value::Object(_) => Err(format!("{place}: {key} takes a single value; only repeatable options (such as recovery-option, exclude, db-include) take a list")),
+        Value::Array(_) | Value::Object(_) => Err(format!(
+            "{place}: {key} takes a single value; only repeatable options \
+             (such as recovery-option, exclude, db-include) take a list"
+        )),
         other => Ok(vec![scalar(place, key, other, boolean, secret)?]),
     }
 }
@@ -246,7 +256,8 @@ fn section(
         }
         if !valid_key(key) {
             errors.push(format!(
-                "{place}: '{}' is not a pgBackRest option name (lowercase letters, digits and '-')",
+                "{place}: '{}' is not a pgBackRest option name \
+                 (lowercase letters, digits and '-')",
                 key.escape_default()
             ));
             continue;
@@ -262,11 +273,17 @@ fn section(
         };
         match (info.scope, kind) {
             (Scope::CommandLine, _) => {
-                errors.push(format!("{at}: '{key}' is a command-line only option; pgBackRest ignores it in a configuration file"));
+                errors.push(format!(
+                    "{at}: '{key}' is a command-line only option; \
+                     pgBackRest ignores it in a configuration file"
+                ));
                 continue;
             }
             (Scope::Stanza, Kind::Global) => {
-                errors.push(format!("{at}: '{key}' is a stanza option; it belongs in a stanza section, not in [{name}]"));
+                errors.push(format!(
+                    "{at}: '{key}' is a stanza option; \
+                     it belongs in a stanza section, not in [{name}]"
+                ));
                 continue;
             }
             _ => {}
@@ -277,7 +294,10 @@ fn section(
                 if secret {
                     for v in &rendered {
                         if let Some(why) = weak_secret(key, v, min_pass) {
-                            errors.push(format!("{at} {why}; refusing to apply until the real secret is set (keep it in a vault)"));
+                            errors.push(format!(
+                                "{at} {why}; refusing to apply until the real secret is set \
+                                 (keep it in a vault)"
+                            ));
                         }
                     }
                 }
@@ -307,11 +327,15 @@ pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<Stri
     for (header, body) in &args.command_sections {
         let place = format!("command_sections.{header}");
         match header.split_once(':') {
-            Some((owner, command)) if (owner == "global" || valid_stanza(owner)) && options::commands().any(|c| c == command) => {
+            Some((owner, command))
+                if (owner == "global" || valid_stanza(owner))
+                    && options::commands().any(|c| c == command) =>
+            {
                 command_sections.push((owner.to_owned(), header.clone(), body));
             }
             _ => errors.push(format!(
-                "{place}: a command section is named GLOBAL_OR_STANZA:COMMAND with a pgBackRest command ({})",
+                "{place}: a command section is named GLOBAL_OR_STANZA:COMMAND \
+                 with a pgBackRest command ({})",
                 options::commands().collect::<Vec<_>>().join(", ")
             )),
         }
@@ -338,7 +362,11 @@ pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<Stri
     }
     for stanza in stanza_names {
         if !valid_stanza(stanza) {
-            errors.push(format!("stanzas: '{}' is not a valid stanza name (letters, digits, '-', '_', '.'; no brackets or ':')", stanza.escape_default()));
+            errors.push(format!(
+                "stanzas: '{}' is not a valid stanza name \
+                 (letters, digits, '-', '_', '.'; no brackets or ':')",
+                stanza.escape_default()
+            ));
             continue;
         }
         if let Some(body) = args.stanzas.get(stanza) {
@@ -430,7 +458,12 @@ fn check_repositories(sections: &[Section], ctx: &mut Context, errors: &mut Vec<
                     && get(&r("s3-uri-style")).as_deref() != Some("path")
                     && warned.insert(r("s3-uri-style"))
                 {
-                    ctx.warn(format!("{scope}: {} is not AWS ({endpoint}); MinIO and most S3-compatible stores need {}=path", r("s3-endpoint"), r("s3-uri-style")));
+                    ctx.warn(format!(
+                        "{scope}: {} is not AWS ({endpoint}); \
+                         MinIO and most S3-compatible stores need {}=path",
+                        r("s3-endpoint"),
+                        r("s3-uri-style")
+                    ));
                 }
             }
             let cipher = get(&r("cipher-type"));
@@ -466,8 +499,20 @@ mod tests {
     use serde_json::json;
 
     fn args(v: Value) -> Args {
-        let mut base = json!({"path": "/x", "global": {}, "stanzas": {}, "command_sections": {}, "owner": "root", "group": "root",
-            "mode": "0640", "state": "present", "backup": false, "template": null, "vars": {}, "min_cipher_pass_length": 20});
+        let mut base = json!({
+            "path": "/x",
+            "global": {},
+            "stanzas": {},
+            "command_sections": {},
+            "owner": "root",
+            "group": "root",
+            "mode": "0640",
+            "state": "present",
+            "backup": false,
+            "template": null,
+            "vars": {},
+            "min_cipher_pass_length": 20
+        });
         for (k, val) in v.as_object().unwrap() {
             base[k] = val.clone();
         }
@@ -482,11 +527,27 @@ mod tests {
 
     #[test]
     fn a_valid_s3_configuration_passes_and_renders_booleans_as_y_n() {
-        let s = check(json!({"global": {"repo1-type": "s3", "repo1-s3-bucket": "b", "repo1-s3-endpoint": "minio.lan", "repo1-s3-region": "r",
-            "repo1-s3-uri-style": "path", "repo1-s3-key": "AKIA4REALKEY", "repo1-s3-key-secret": "s3cr3t-Real-Value-91",
-            "repo1-cipher-type": "aes-256-cbc", "repo1-cipher-pass": PASS, "repo1-bundle": true, "repo1-block": "yes", "compress-type": "zst",
-            "repo1-retention-full": 4},
-            "stanzas": {"main": {"pg1-path": "/var/lib/postgresql/15/main", "recovery-option": {"primary_conninfo": "host=x"}}}}))
+        let s = check(json!({
+            "global": {
+                "repo1-type": "s3",
+                "repo1-s3-bucket": "b",
+                "repo1-s3-endpoint": "minio.lan",
+                "repo1-s3-region": "r",
+                "repo1-s3-uri-style": "path",
+                "repo1-s3-key": "AKIA4REALKEY",
+                "repo1-s3-key-secret": "s3cr3t-Real-Value-91",
+                "repo1-cipher-type": "aes-256-cbc",
+                "repo1-cipher-pass": PASS,
+                "repo1-bundle": true,
+                "repo1-block": "yes",
+                "compress-type": "zst",
+                "repo1-retention-full": 4
+            },
+            "stanzas": {"main": {
+                "pg1-path": "/var/lib/postgresql/15/main",
+                "recovery-option": {"primary_conninfo": "host=x"}
+            }}
+        }))
         .unwrap();
         let global = &s[0].entries;
         assert!(
@@ -505,9 +566,19 @@ mod tests {
 
     #[test]
     fn unknown_misplaced_and_command_line_options_are_refused() {
-        let errors = check(json!({"global": {"repo1-retention-ful": 2, "pg1-path": "/x", "type": "full"}, "stanzas": {"main": {"stanza": "x"}}})).unwrap_err();
+        let errors = check(json!({
+            "global": {"repo1-retention-ful": 2, "pg1-path": "/x", "type": "full"},
+            "stanzas": {"main": {"stanza": "x"}}
+        }))
+        .unwrap_err();
         assert_eq!(errors.len(), 4, "{errors:?}");
-        assert!(errors[0].contains("global.repo1-retention-ful: unknown option 'repo1-retention-ful' for pgBackRest 2.45; did you mean 'repo1-retention-full'?"), "{errors:?}");
+        assert!(
+            errors[0].contains(
+                "global.repo1-retention-ful: unknown option 'repo1-retention-ful' for pgBackRest \
+                 2.45; did you mean 'repo1-retention-full'?"
+            ),
+            "{errors:?}"
+        );
         assert!(errors[1].contains(
             "'pg1-path' is a stanza option; it belongs in a stanza section, not in [global]"
         ));
@@ -517,12 +588,23 @@ mod tests {
 
     #[test]
     fn injection_attempts_are_refused() {
-        let errors = check(json!({"global": {"repo1-path": "/x\n[evil]\nrepo1-host=attacker", "log-path=x": "y"},
-            "stanzas": {"main]\n[evil": {"pg1-path": "/x"}, "ok": {"recovery-option": {"a=b": "c"}}},
-            "command_sections": {"global:no-such-command": {}}}))
+        let errors = check(json!({
+            "global": {"repo1-path": "/x\n[evil]\nrepo1-host=attacker", "log-path=x": "y"},
+            "stanzas": {
+                "main]\n[evil": {"pg1-path": "/x"},
+                "ok": {"recovery-option": {"a=b": "c"}}
+            },
+            "command_sections": {"global:no-such-command": {}}
+        }))
         .unwrap_err();
         let all = errors.join("\n");
-        assert!(all.contains("global.repo1-path: '/x\\n[evil]\\nrepo1-host=attacker' contains the control character '\\n'"), "{all}");
+        assert!(
+            all.contains(
+                "global.repo1-path: '/x\\n[evil]\\nrepo1-host=attacker' \
+                 contains the control character '\\n'"
+            ),
+            "{all}"
+        );
         assert!(
             all.contains("'log-path=x' is not a pgBackRest option name"),
             "{all}"
@@ -537,7 +619,14 @@ mod tests {
 
     #[test]
     fn incomplete_repository_settings_are_refused() {
-        let errors = check(json!({"global": {"repo1-type": "s3", "repo2-cipher-type": "aes-256-cbc", "repo2-path": "/r", "repo3-block": "y", "repo3-path": "/b"}})).unwrap_err();
+        let errors = check(json!({"global": {
+            "repo1-type": "s3",
+            "repo2-cipher-type": "aes-256-cbc",
+            "repo2-path": "/r",
+            "repo3-block": "y",
+            "repo3-path": "/b"
+        }}))
+        .unwrap_err();
         let all = errors.join("\n");
         for needed in [
             "repo1-s3-bucket",
@@ -555,10 +644,13 @@ mod tests {
     #[test]
     fn path_style_missing_for_a_non_aws_endpoint_is_a_warning() {
         let mut ctx = Context::default();
-        let a = args(
-            json!({"global": {"repo1-type": "s3", "repo1-s3-bucket": "b", "repo1-s3-endpoint": "localhost", "repo1-s3-region": "r",
-            "repo1-s3-key-type": "auto"}}),
-        );
+        let a = args(json!({"global": {
+            "repo1-type": "s3",
+            "repo1-s3-bucket": "b",
+            "repo1-s3-endpoint": "localhost",
+            "repo1-s3-region": "r",
+            "repo1-s3-key-type": "auto"
+        }}));
         sections(&a, &mut ctx).unwrap();
         assert_eq!(ctx.warnings().len(), 1);
         assert!(ctx.warnings()[0].contains("repo1-s3-uri-style=path"));
@@ -591,8 +683,14 @@ mod tests {
 
     #[test]
     fn sections_are_ordered_global_then_each_stanza_with_its_commands() {
-        let s = check(json!({"global": {"repo1-path": "/r"}, "stanzas": {"main": {"pg1-path": "/a"}, "other": {"pg1-path": "/b"}},
-            "command_sections": {"main:backup": {"process-max": 4}, "global:archive-push": {"process-max": 2}}}))
+        let s = check(json!({
+            "global": {"repo1-path": "/r"},
+            "stanzas": {"main": {"pg1-path": "/a"}, "other": {"pg1-path": "/b"}},
+            "command_sections": {
+                "main:backup": {"process-max": 4},
+                "global:archive-push": {"process-max": 2}
+            }
+        }))
         .unwrap();
         let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(

@@ -136,7 +136,8 @@ struct ClusterDb {
     version: String,
 }
 
-const DB_QUERY: &str = "SELECT system_identifier::text, current_setting('server_version_num') FROM pg_control_system()";
+const DB_QUERY: &str = "SELECT system_identifier::text, current_setting('server_version_num') \
+    FROM pg_control_system()";
 
 /// The Ansible module.
 pub struct PgbackrestStanza;
@@ -229,7 +230,13 @@ impl Module for PgbackrestStanza {
                 let why = det
                     .unknown_reason
                     .unwrap_or_else(|| "no witness answered".into());
-                return Ok(run.skipped(Role::Unknown, format!("the role of this node is unknown ({why}); only the writable primary manages the stanza")));
+                return Ok(run.skipped(
+                    Role::Unknown,
+                    format!(
+                        "the role of this node is unknown ({why}); \
+                         only the writable primary manages the stanza"
+                    ),
+                ));
             }
             Some(det.role)
         } else {
@@ -238,7 +245,8 @@ impl Module for PgbackrestStanza {
         if args.only_on_primary && role != Some(Role::Primary) {
             let role = role.unwrap_or(Role::Unknown);
             let reason = format!(
-                "this node is not the writable primary (role {}); only the primary manages stanza '{}'",
+                "this node is not the writable primary (role {}); \
+                 only the primary manages stanza '{}'",
                 role_name(role),
                 stanza.as_str()
             );
@@ -334,19 +342,52 @@ fn plan(
 ) -> Result<Action, (i32, String)> {
     match (state, verdict) {
         (State::Absent, Verdict::Missing) => Ok(Action::None),
-        (State::Absent, _) if !force => Err((1, "force: state=absent deletes every backup and archive of the stanza; set force=true to do it".to_owned())),
+        (State::Absent, _) if !force => Err((
+            1,
+            "force: state=absent deletes every backup and archive of the stanza; \
+             set force=true to do it"
+                .to_owned(),
+        )),
         (State::Absent, _) => Ok(Action::Delete),
-        (_, Verdict::Broken { code, message }) => Err((*code, format!("pgBackRest reports a problem with the stanza, which this module does not repair: {message}"))),
+        (_, Verdict::Broken { code, message }) => Err((
+            *code,
+            format!(
+                "pgBackRest reports a problem with the stanza, which this module does not repair: \
+                 {message}"
+            ),
+        )),
         (_, Verdict::Missing) => Ok(Action::Create),
         (_, Verdict::Exists { missing_on }) => {
             let mismatch = cluster.and_then(|c| {
-                status.repos.iter().filter_map(|r| Some((r.key, r.db.as_ref()?))).find(|(_, d)| d.system_id != c.system_id || d.version != c.version)
-                    .map(|(key, d)| format!("repo{key} records system-id {} version {}, the running cluster is system-id {} version {}", d.system_id, d.version, c.system_id, c.version))
+                status
+                    .repos
+                    .iter()
+                    .filter_map(|r| Some((r.key, r.db.as_ref()?)))
+                    .find(|(_, d)| d.system_id != c.system_id || d.version != c.version)
+                    .map(|(key, d)| {
+                        format!(
+                            "repo{key} records system-id {} version {}, \
+                             the running cluster is system-id {} version {}",
+                            d.system_id, d.version, c.system_id, c.version
+                        )
+                    })
             });
             match (state, mismatch) {
-                (State::Present, Some(m)) => Err((28, format!("database mismatch: {m}; pgBackRest would refuse it ([028] backup and archive info files exist but do not match the database). After a major upgrade or a new cluster, use state=upgraded"))),
+                (State::Present, Some(m)) => Err((
+                    28,
+                    format!(
+                        "database mismatch: {m}; pgBackRest would refuse it ([028] backup and \
+                         archive info files exist but do not match the database). After a major \
+                         upgrade or a new cluster, use state=upgraded"
+                    ),
+                )),
                 (State::Upgraded, Some(_)) => Ok(Action::Upgrade),
-                (State::Upgraded, None) if cluster.is_none() => Err((56, "state=upgraded: the running cluster's system id and version could not be read (is PostgreSQL up and the login right?)".to_owned())),
+                (State::Upgraded, None) if cluster.is_none() => Err((
+                    56,
+                    "state=upgraded: the running cluster's system id and version could not be \
+                     read (is PostgreSQL up and the login right?)"
+                        .to_owned(),
+                )),
                 _ if !missing_on.is_empty() => Ok(Action::Create),
                 _ => Ok(Action::None),
             }

@@ -1,6 +1,8 @@
 //! The compiled module, run as Ansible runs it (argv[1] = arguments file): argument validation
-//! before any side effect. Real pgBackRest scenarios live in the system tests (tests/ at the root).
+//! before any side effect, and the sidecar doc against the spec. Real pgBackRest scenarios live in
+//! the system tests (tests/ at the root).
 
+use ansible_module::Module as _;
 use serde_json::{json, Value};
 
 fn run(args: Value) -> (i32, Value) {
@@ -32,9 +34,12 @@ fn unknown_options_and_bad_choices_are_refused() {
 
 #[test]
 fn a_missing_config_file_is_named() {
-    let (_, out) = run(
-        json!({"stanza": "main", "config": "/nonexistent/pgbackrest.conf", "become_user": "", "role": "primary"}),
-    );
+    let (_, out) = run(json!({
+        "stanza": "main",
+        "config": "/nonexistent/pgbackrest.conf",
+        "become_user": "",
+        "role": "primary"
+    }));
     assert_eq!(out["failed"], true);
     assert!(
         out["msg"]
@@ -54,5 +59,15 @@ fn a_timeout_out_of_range_is_refused() {
             .unwrap()
             .starts_with("io_timeout: 0 is out of range"),
         "{out}"
+    );
+}
+
+/// The sidecar doc an operator reads and the spec the module enforces say the same thing.
+#[test]
+fn sidecar_docs_match_the_spec() {
+    ansible_module::testing::assert_sidecar_matches(
+        env!("CARGO_MANIFEST_DIR"),
+        "pgbackrest_stanza",
+        &pgbackrest_stanza::PgbackrestStanza::spec(),
     );
 }
