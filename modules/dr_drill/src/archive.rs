@@ -132,7 +132,8 @@ impl Listing {
                 listing.histories.push(tli);
                 continue;
             }
-            // A full segment is `NAME-<sha1>[.ext]`; `NAME.partial-...` and `NAME.XXXX.backup` are not.
+            // A full segment is `NAME-<sha1>[.ext]`; `NAME.partial-...` and `NAME.XXXX.backup`
+            // are not.
             if file.as_bytes().get(24) != Some(&b'-') {
                 continue;
             }
@@ -153,7 +154,10 @@ impl Listing {
     /// The newest timeline the archive holds WAL or history for.
     pub fn newest_tli(&self) -> Option<u32> {
         let by_segments = self.segments.keys().map(|s| s.tli).max();
-        by_segments.into_iter().chain(self.histories.iter().copied()).max()
+        by_segments
+            .into_iter()
+            .chain(self.histories.iter().copied())
+            .max()
     }
 }
 
@@ -257,7 +261,10 @@ mod tests {
         let s = Segment::parse("0000000200000001000000FE", MB16).unwrap();
         assert_eq!((s.tli, s.number), (2, 256 + 254));
         assert_eq!(s.name(MB16), "0000000200000001000000FE");
-        assert_eq!(Segment::of_lsn(1, parse_lsn("1/FE000010").unwrap(), MB16), s.with_tli(1));
+        assert_eq!(
+            Segment::of_lsn(1, parse_lsn("1/FE000010").unwrap(), MB16),
+            s.with_tli(1)
+        );
         assert_eq!(Segment::parse("000000010000000000000100", MB16), None);
         assert_eq!(parse_lsn("0/3000060"), Some(0x300_0060));
     }
@@ -283,7 +290,10 @@ mod tests {
 
     #[test]
     fn replay_to_the_newest_segment_is_complete() {
-        let l = listing(&["000000010000000000000002-a.gz", "000000010000000000000003-b.gz"]);
+        let l = listing(&[
+            "000000010000000000000002-a.gz",
+            "000000010000000000000003-b.gz",
+        ]);
         // Replay ended at the start of segment 4 (after a WAL switch at the end of 3).
         let out = prove(&l, &ended_at("0/4000000"), MB16).unwrap();
         assert!(matches!(out, Outcome::Complete { .. }), "{out:?}");
@@ -294,7 +304,10 @@ mod tests {
 
     #[test]
     fn a_missing_segment_after_the_backup_is_a_gap_named_by_its_segment() {
-        let l = listing(&["000000010000000000000002-a.gz", "000000010000000000000004-c.gz"]);
+        let l = listing(&[
+            "000000010000000000000002-a.gz",
+            "000000010000000000000004-c.gz",
+        ]);
         match prove(&l, &ended_at("0/3000000"), MB16).unwrap() {
             Outcome::Gap {
                 missing, newest, ..
@@ -333,7 +346,13 @@ mod tests {
         // A failover followed: the history ends on timeline 2, past its newest segment.
         let mut l = listing(&["000000010000000000000003-b.gz"]);
         l.segments.insert(Segment { tli: 2, number: 5 }, 0);
-        let h = parse_history("1\t0/3800000\tno recovery target specified\n2\t0/6000000\tno recovery target specified\n");
-        assert!(matches!(prove(&l, &h, MB16).unwrap(), Outcome::Complete { .. }));
+        let h = parse_history(
+            "1\t0/3800000\tno recovery target specified\n\
+             2\t0/6000000\tno recovery target specified\n",
+        );
+        assert!(matches!(
+            prove(&l, &h, MB16).unwrap(),
+            Outcome::Complete { .. }
+        ));
     }
 }

@@ -45,7 +45,10 @@ fn smoke(plan: &Plan, run: &mut Run, sb: &Sandbox) -> Result<(), Stop> {
             1 => "smoke".to_owned(),
             _ => format!("smoke_{i}"),
         };
-        let db = q.database.clone().unwrap_or_else(|| plan.args.database.clone());
+        let db = q
+            .database
+            .clone()
+            .unwrap_or_else(|| plan.args.database.clone());
         let r = match run.sql(sb, &db, &q.sql) {
             Ok(v) => match v.lines().next().unwrap_or_default().parse::<i64>() {
                 Ok(n) if n >= q.min => {
@@ -57,7 +60,11 @@ fn smoke(plan: &Plan, run: &mut Run, sb: &Sandbox) -> Result<(), Stop> {
                     fail(run, &name, "smoke_failed", detail)
                 }
                 Err(_) => {
-                    let got = if v.is_empty() { "NULL".to_owned() } else { format!("'{v}'") };
+                    let got = if v.is_empty() {
+                        "NULL".to_owned()
+                    } else {
+                        format!("'{v}'")
+                    };
                     let detail = format!("`{}` gave {got}, not an integer", q.sql);
                     fail(run, &name, "smoke_failed", detail)
                 }
@@ -116,7 +123,11 @@ fn freshness(plan: &Plan, run: &mut Run, sb: &Sandbox) -> Result<(), Stop> {
             fail(run, "freshness", "data_loss_exceeded", detail)
         }
         _ => {
-            run.check("freshness", CheckState::Pass, format!("newest restored data from {at} ({loss:.0} s)"));
+            run.check(
+                "freshness",
+                CheckState::Pass,
+                format!("newest restored data from {at} ({loss:.0} s)"),
+            );
             Ok(())
         }
     }
@@ -154,7 +165,11 @@ fn amcheck(plan: &Plan, run: &mut Run, sb: &Sandbox) -> Result<(), Stop> {
 }
 
 fn dump(plan: &Plan, run: &mut Run, sb: &Sandbox) -> Result<(), Stop> {
-    let list = match run.sql(sb, "postgres", "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1") {
+    let list = match run.sql(
+        sb,
+        "postgres",
+        "SELECT datname FROM pg_database WHERE datallowconn ORDER BY 1",
+    ) {
         Ok(list) => list,
         Err(e) => return fail(run, "dump", "dump_failed", e.to_string()),
     };
@@ -185,7 +200,11 @@ fn dump(plan: &Plan, run: &mut Run, sb: &Sandbox) -> Result<(), Stop> {
         }
     }
     if bad.is_empty() {
-        run.check("dump", CheckState::Pass, format!("{} database(s) dumped", dbs.len()));
+        run.check(
+            "dump",
+            CheckState::Pass,
+            format!("{} database(s) dumped", dbs.len()),
+        );
         Ok(())
     } else {
         fail(run, "dump", "dump_failed", bad.join("; "))
@@ -194,10 +213,16 @@ fn dump(plan: &Plan, run: &mut Run, sb: &Sandbox) -> Result<(), Stop> {
 
 /// pg_checksums --check needs the instance stopped: this check runs last.
 fn checksums(run: &mut Run, sb: &Sandbox) -> Result<(), Stop> {
-    let on = run.sql(sb, "postgres", "SHOW data_checksums").map(|v| v == "on");
+    let on = run
+        .sql(sb, "postgres", "SHOW data_checksums")
+        .map(|v| v == "on");
     match on {
         Ok(false) => {
-            run.check("checksums", CheckState::Skipped, "the cluster has no data checksums");
+            run.check(
+                "checksums",
+                CheckState::Skipped,
+                "the cluster has no data checksums",
+            );
             Ok(())
         }
         Err(e) => fail(run, "checksums", "checksums_failed", e.to_string()),

@@ -180,13 +180,17 @@ impl Plan {
     /// Validate `args`; the error names the option and the value.
     pub fn new(args: Args) -> anyhow::Result<Plan> {
         let stanza = StanzaName::parse(&args.stanza)?;
-        let container = args
-            .container_name
-            .clone()
-            .unwrap_or_else(|| format!("pg-restore-drill-{}", stanza.as_str().replace(['_', '.'], "-")));
+        let container = args.container_name.clone().unwrap_or_else(|| {
+            format!(
+                "pg-restore-drill-{}",
+                stanza.as_str().replace(['_', '.'], "-")
+            )
+        });
         let container_ok = container.len() <= 63
             && container.starts_with(|c: char| c.is_ascii_alphabetic())
-            && container.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            && container
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !container_ok {
             bail!(
                 "container_name: '{}' is not a valid instance name",
@@ -196,7 +200,9 @@ impl Plan {
         let prefix = &args.metrics_prefix;
         if prefix.is_empty()
             || prefix.len() > 100
-            || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
             || prefix.starts_with(|c: char| c.is_ascii_digit())
         {
             bail!(
@@ -232,7 +238,10 @@ impl Plan {
             bail!("jobs: {} is more than 64", args.jobs);
         }
         if args.max_backup_age < 0 {
-            bail!("max_backup_age: {} is negative (0 turns the budget off)", args.max_backup_age);
+            bail!(
+                "max_backup_age: {} is negative (0 turns the budget off)",
+                args.max_backup_age
+            );
         }
         if let Some(v) = args.max_data_loss.filter(|v| *v <= 0) {
             bail!("max_data_loss: {v} is not positive");
@@ -274,9 +283,8 @@ fn smoke_queries(args: &Args) -> anyhow::Result<Vec<SmokeQuery>> {
     list.iter()
         .enumerate()
         .map(|(i, q)| {
-            let q = serde_json::from_value::<SmokeQuery>(q.clone()).with_context(|| {
-                format!("smoke_queries[{i}]: expected {{sql, min, database}}")
-            })?;
+            let q = serde_json::from_value::<SmokeQuery>(q.clone())
+                .with_context(|| format!("smoke_queries[{i}]: expected {{sql, min, database}}"))?;
             if q.sql.trim().is_empty() {
                 bail!("smoke_queries[{i}]: sql is empty");
             }
@@ -322,9 +330,15 @@ mod tests {
 
     #[test]
     fn extreme_and_bad_values_are_refused_or_accepted_without_panic() {
-        let huge = Plan::new(args(json!({"max_restore_seconds": i64::MAX, "recovery_timeout": i64::MAX})));
+        let huge = Plan::new(args(
+            json!({"max_restore_seconds": i64::MAX, "recovery_timeout": i64::MAX}),
+        ));
         assert!(huge.is_ok());
-        for (k, v) in [("jobs", json!(0)), ("max_data_loss", json!(-5)), ("max_backup_age", json!(-1))] {
+        for (k, v) in [
+            ("jobs", json!(0)),
+            ("max_data_loss", json!(-5)),
+            ("max_backup_age", json!(-1)),
+        ] {
             let e = Plan::new(args(json!({ k: v }))).unwrap_err();
             assert!(format!("{e:#}").starts_with(k), "{e:#}");
         }

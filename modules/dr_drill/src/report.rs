@@ -72,7 +72,12 @@ pub fn finish(
     let teardown_error = teardown(run, kept);
     let (passed, reason, msg, code) = match (&result, teardown_error) {
         (Ok(()), None) => (true, None, None, 0),
-        (Ok(()), Some(e)) => (false, Some("teardown_failed"), Some(format!("teardown: {e}")), 1),
+        (Ok(()), Some(e)) => (
+            false,
+            Some("teardown_failed"),
+            Some(format!("teardown: {e}")),
+            1,
+        ),
         (Err(stop), _) => {
             let (reason, e) = match stop {
                 Stop::Env(r, e) | Stop::Drill(r, e) => (*r, e),
@@ -107,12 +112,18 @@ pub fn finish(
         .field("reason", reason)
         .field("stanza", plan.stanza.as_str())
         .field("sandbox", &a.sandbox)
-        .field("backup_label", run.backup.as_ref().map(|b| b.label.as_str()))
+        .field(
+            "backup_label",
+            run.backup.as_ref().map(|b| b.label.as_str()),
+        )
         .field("checks", checks)
         .field("stages", &run.stages)
         .field("duration_seconds", run::round(duration))
         .field("restore_seconds", run.restore_seconds.map(run::round))
-        .field("recovery_target_age_seconds", run.recovery_target_age.map(run::round))
+        .field(
+            "recovery_target_age_seconds",
+            run.recovery_target_age.map(run::round),
+        )
         .field("data_loss_seconds", run.data_loss.map(run::round))
         .field("backup_age_seconds", run.backup_age.map(run::round))
         .field("recovered", &run.recovered)
@@ -128,7 +139,10 @@ pub fn finish(
     }
     match msg {
         Some(m) => response
-            .fail(format!("restore drill failed ({}): {m}", reason.unwrap_or("?")))
+            .fail(format!(
+                "restore drill failed ({}): {m}",
+                reason.unwrap_or("?")
+            ))
             .exit_code(code),
         None => response.msg(format!(
             "restore drill of stanza '{}' passed in {duration:.1} s",

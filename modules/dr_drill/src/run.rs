@@ -139,7 +139,15 @@ impl Run {
     pub fn client(&self, sb: &Sandbox, program: &str, rest: &[&str]) -> Cmd {
         let bin = format!("{}/{program}", self.pg_bin);
         let sock = sb.socket_dir().to_string_lossy().into_owned();
-        let mut argv = vec![bin.as_str(), "-h", &sock, "-p", DRILL_PORT, "-U", "postgres"];
+        let mut argv = vec![
+            bin.as_str(),
+            "-h",
+            &sock,
+            "-p",
+            DRILL_PORT,
+            "-U",
+            "postgres",
+        ];
         argv.extend_from_slice(rest);
         sb.postgres(&argv)
     }
@@ -236,14 +244,18 @@ pub fn drill(plan: Plan, ctx: &mut Context) -> anyhow::Result<Response> {
 fn recover(plan: &Plan, run: &mut Run, lock: &Lock, ctx: &mut Context) -> Result<(), Stop> {
     let container = (plan.sandbox == SandboxKind::Incus).then_some(plan.container.as_str());
     let pg_ctl = format!("{}/pg_ctl", run.pg_bin);
-    let removed =
-        crate::sandbox::recover(lock.previous_owner(), plan.stanza.as_str(), container, &pg_ctl)
-            .map_err(|e| {
-                Stop::Env(
-                    "sandbox_failed",
-                    anyhow!("removing what an earlier, killed drill left: {e}"),
-                )
-            })?;
+    let removed = crate::sandbox::recover(
+        lock.previous_owner(),
+        plan.stanza.as_str(),
+        container,
+        &pg_ctl,
+    )
+    .map_err(|e| {
+        Stop::Env(
+            "sandbox_failed",
+            anyhow!("removing what an earlier, killed drill left: {e}"),
+        )
+    })?;
     for what in &removed {
         let line = format!(
             "removed {what}, left by an earlier drill (pid {}) that was killed",
@@ -271,14 +283,17 @@ fn stages_in_order(plan: &Plan, run: &mut Run, info: &pgbackrest::info::Info) ->
     let ready = (|| {
         run.stage("restore", |r| stages::restore(plan, r, &sb, deadline))?;
         run.stage("start", |r| stages::start(plan, r, &sb, deadline))?;
-        run.stage("recovery", |r| stages::wait_recovery(plan, r, &sb, deadline))
+        run.stage("recovery", |r| {
+            stages::wait_recovery(plan, r, &sb, deadline)
+        })
     })();
     run.restore_seconds = Some(restore_clock.elapsed().as_secs_f64());
     ready?;
     run.stage("archive_proof", |r| stages::prove_replay(plan, r, &sb))?;
     let check_deadline = signals::deadline(a.max_check_seconds);
-    let (checked, late) =
-        signals::with_deadline(check_deadline, || run.stage("checks", |r| checks::all(plan, r, &sb)));
+    let (checked, late) = signals::with_deadline(check_deadline, || {
+        run.stage("checks", |r| checks::all(plan, r, &sb))
+    });
     if late {
         return Err(Stop::Drill(
             "checks_timeout",
@@ -289,7 +304,10 @@ fn stages_in_order(plan: &Plan, run: &mut Run, info: &pgbackrest::info::Info) ->
         ));
     }
     checked?;
-    if let Some(secs) = run.restore_seconds.filter(|s| *s > a.max_restore_seconds as f64) {
+    if let Some(secs) = run
+        .restore_seconds
+        .filter(|s| *s > a.max_restore_seconds as f64)
+    {
         return Err(Stop::Drill(
             "rto_exceeded",
             anyhow!(

@@ -235,8 +235,17 @@ pub fn recover(
     let dir = host_dir(stanza, pid);
     if std::fs::symlink_metadata(&dir).is_ok() {
         let user = RunAs::user("postgres")?;
-        destroy(&Sandbox::Host { dir: dir.clone(), user }, pg_ctl)?;
-        removed.push(format!("host directory {} and its PostgreSQL", dir.display()));
+        destroy(
+            &Sandbox::Host {
+                dir: dir.clone(),
+                user,
+            },
+            pg_ctl,
+        )?;
+        removed.push(format!(
+            "host directory {} and its PostgreSQL",
+            dir.display()
+        ));
     }
     Ok(removed)
 }

@@ -18,10 +18,17 @@ use std::time::{Duration, Instant};
 /// and its error flags, the backup's age, the image. Returns what `info` says.
 pub fn preflight(plan: &Plan, run: &mut Run) -> Result<Info, Stop> {
     let a = &plan.args;
-    let pgbackrest = find_program("pgbackrest")
-        .ok_or_else(|| Stop::Env("missing_tool", anyhow!("pgbackrest is not installed on this host")))?;
+    let pgbackrest = find_program("pgbackrest").ok_or_else(|| {
+        Stop::Env(
+            "missing_tool",
+            anyhow!("pgbackrest is not installed on this host"),
+        )
+    })?;
     if plan.sandbox == SandboxKind::Incus && find_program("incus").is_none() {
-        return Err(Stop::Env("missing_tool", anyhow!("incus is not installed on this host")));
+        return Err(Stop::Env(
+            "missing_tool",
+            anyhow!("incus is not installed on this host"),
+        ));
     }
     if !a.config.is_file() {
         let msg = anyhow!("config: {} does not exist", a.config.display());
@@ -29,8 +36,14 @@ pub fn preflight(plan: &Plan, run: &mut Run) -> Result<Info, Stop> {
     }
     // pgBackRest quotes parts of its configuration in errors (an S3 key): every secret of the
     // configuration is scrubbed from all output from here on.
-    run.conf = pgbackrest::conf::read(&a.config, plan.stanza.as_str()).map_err(env_err("no_config"))?;
-    for secret in run.conf.secrets.iter().chain(&pgbackrest::conf::env_secrets()) {
+    run.conf =
+        pgbackrest::conf::read(&a.config, plan.stanza.as_str()).map_err(env_err("no_config"))?;
+    for secret in run
+        .conf
+        .secrets
+        .iter()
+        .chain(&pgbackrest::conf::env_secrets())
+    {
         ansible_module::register_secret(secret);
     }
     let info_cmd = pgbackrest_cmd(&pgbackrest.to_string_lossy(), &a.config, plan, "warn")
@@ -62,7 +75,10 @@ pub fn preflight(plan: &Plan, run: &mut Run) -> Result<Info, Stop> {
     let major = info.pg_version.clone().unwrap_or_else(|| "15".into());
     run.pg_bin = format!("/usr/lib/postgresql/{major}/bin");
     if plan.sandbox == SandboxKind::Host && !Path::new(&run.pg_bin).join("pg_ctl").is_file() {
-        let msg = anyhow!("PostgreSQL {major} is not installed on this host ({}/pg_ctl)", run.pg_bin);
+        let msg = anyhow!(
+            "PostgreSQL {major} is not installed on this host ({}/pg_ctl)",
+            run.pg_bin
+        );
         return Err(Stop::Env("missing_tool", msg));
     }
     if plan.sandbox == SandboxKind::Incus {
@@ -95,7 +111,10 @@ fn choose_backup(plan: &Plan, info: &Info) -> Result<Backup, Stop> {
     let status = &info.status;
     let (reason, what) = match status.code {
         0 => ("", String::new()),
-        1 => ("no_stanza", format!("stanza '{stanza}' does not exist in the repository")),
+        1 => (
+            "no_stanza",
+            format!("stanza '{stanza}' does not exist in the repository"),
+        ),
         2 => ("no_backup", format!("stanza '{stanza}' has no backup")),
         _ => (
             "repo_unreadable",
@@ -106,7 +125,11 @@ fn choose_backup(plan: &Plan, info: &Info) -> Result<Backup, Stop> {
         ),
     };
     if !reason.is_empty() {
-        let msg = anyhow!("{what}: pgbackrest info status {} ({})", status.code, status.message);
+        let msg = anyhow!(
+            "{what}: pgbackrest info status {} ({})",
+            status.code,
+            status.message
+        );
         return Err(Stop::Drill(reason, msg));
     }
     let chosen = match &plan.args.set {
@@ -114,7 +137,10 @@ fn choose_backup(plan: &Plan, info: &Info) -> Result<Backup, Stop> {
         None => info.backups.last(),
     };
     chosen.cloned().ok_or_else(|| match &plan.args.set {
-        Some(set) => Stop::Drill("no_backup", anyhow!("set: backup '{set}' is not in the repository")),
+        Some(set) => Stop::Drill(
+            "no_backup",
+            anyhow!("set: backup '{set}' is not in the repository"),
+        ),
         None => Stop::Drill("no_backup", anyhow!("stanza '{stanza}' has no backup")),
     })
 }
@@ -129,7 +155,11 @@ fn backup_errors(info: &Info, chosen: &Backup) -> Result<(), Stop> {
             _ => break,
         }
     }
-    let bad: Vec<&str> = chain.iter().filter(|b| b.error).map(|b| b.label.as_str()).collect();
+    let bad: Vec<&str> = chain
+        .iter()
+        .filter(|b| b.error)
+        .map(|b| b.label.as_str())
+        .collect();
     if bad.is_empty() {
         return Ok(());
     }
@@ -169,10 +199,14 @@ pub fn make_sandbox(plan: &Plan, run: &mut Run) -> Result<Sandbox, Stop> {
         }
         SandboxKind::Host => {
             let dir = sandbox::host_dir(plan.stanza.as_str(), std::process::id());
-            let sb = Sandbox::Host { dir: dir.clone(), user: user.clone() };
+            let sb = Sandbox::Host {
+                dir: dir.clone(),
+                user: user.clone(),
+            };
             signals::set_live(Some((sb.clone(), format!("{}/pg_ctl", run.pg_bin))));
-            make_private_dir(&dir, &user)
-                .map_err(|e| Stop::Env("sandbox_failed", anyhow!("creating {}: {e}", dir.display())))?;
+            make_private_dir(&dir, &user).map_err(|e| {
+                Stop::Env("sandbox_failed", anyhow!("creating {}: {e}", dir.display()))
+            })?;
             run.sandbox = Some(sb.clone());
             sb
         }
@@ -258,7 +292,10 @@ pub fn verify(plan: &Plan, run: &mut Run, sb: &Sandbox) -> Result<(), Stop> {
     }
     let detail = errors.join("; ");
     run.check("verify", CheckState::Fail, detail.clone());
-    Err(Stop::Drill("verify_failed", anyhow!("pgbackrest verify found errors: {detail}")))
+    Err(Stop::Drill(
+        "verify_failed",
+        anyhow!("pgbackrest verify found errors: {detail}"),
+    ))
 }
 
 /// List the archive of the restored backup's database before the restore: replay must reach at
@@ -321,9 +358,15 @@ pub fn start(plan: &Plan, run: &mut Run, sb: &Sandbox, deadline: Instant) -> Res
     let base = sb.base();
     // A Debian-style cluster keeps its configuration outside the data directory.
     let conf = pgdata.join("postgresql.conf");
-    if run.cmd(&sb.postgres(&["test", "-f", &conf.to_string_lossy()])).is_err() {
-        sb.write_file(&conf, "# written by dr_drill: the backup holds no postgresql.conf\n")
-            .map_err(|e| Stop::Drill("start_failed", e))?;
+    if run
+        .cmd(&sb.postgres(&["test", "-f", &conf.to_string_lossy()]))
+        .is_err()
+    {
+        sb.write_file(
+            &conf,
+            "# written by dr_drill: the backup holds no postgresql.conf\n",
+        )
+        .map_err(|e| Stop::Drill("start_failed", e))?;
     }
     // The restored configuration keeps the production socket directory and port: override them,
     // listen on no TCP address, archive nothing, and trust only the private socket. A formation's
@@ -338,9 +381,15 @@ pub fn start(plan: &Plan, run: &mut Run, sb: &Sandbox, deadline: Instant) -> Res
     let pg_ctl = format!("{}/pg_ctl", run.pg_bin);
     let log = base.join("postgresql.log");
     // pg_ctl reads -t with atoi: keep it an int.
-    let wait = plan.args.start_timeout.clamp(1, i64::from(i32::MAX)).to_string();
+    let wait = plan
+        .args
+        .start_timeout
+        .clamp(1, i64::from(i32::MAX))
+        .to_string();
     let (pgdata, log) = (pgdata.to_string_lossy(), log.to_string_lossy());
-    let argv = [&pg_ctl, "-D", &pgdata, "-l", &log, "-w", "-t", &wait, "-o", &opts, "start"];
+    let argv = [
+        &pg_ctl, "-D", &pgdata, "-l", &log, "-w", "-t", &wait, "-o", &opts, "start",
+    ];
     let cmd = sb.postgres(&argv);
     let (started, late) = signals::with_deadline(deadline, || run.cmd(&cmd));
     if late {
@@ -384,7 +433,11 @@ pub fn wait_recovery(plan: &Plan, run: &mut Run, sb: &Sandbox, rto: Instant) -> 
         }
     }
     let ts = run
-        .sql(sb, &db, "SELECT coalesce(extract(epoch FROM pg_last_xact_replay_timestamp()), 0)")
+        .sql(
+            sb,
+            &db,
+            "SELECT coalesce(extract(epoch FROM pg_last_xact_replay_timestamp()), 0)",
+        )
         .map_err(drill_err("recovery_failed"))?;
     let last = ts.parse::<f64>().ok().filter(|t| *t > 0.0);
     let last = last.or_else(|| run.backup.as_ref().map(|b| b.stop as f64));
@@ -401,10 +454,20 @@ const HISTORY_QUERY: &str = "SELECT pg_read_file('pg_wal/' || name) FROM pg_ls_w
 pub fn prove_replay(plan: &Plan, run: &mut Run, sb: &Sandbox) -> Result<(), Stop> {
     let db = plan.args.database.clone();
     let size = run
-        .sql(sb, &db, "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'")
+        .sql(
+            sb,
+            &db,
+            "SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'",
+        )
         .map_err(drill_err("recovery_failed"))?;
-    let seg_size = size.parse::<u64>().ok().filter(|s| *s > 0).unwrap_or(16 << 20);
-    let history = run.sql(sb, &db, HISTORY_QUERY).map_err(drill_err("recovery_failed"))?;
+    let seg_size = size
+        .parse::<u64>()
+        .ok()
+        .filter(|s| *s > 0)
+        .unwrap_or(16 << 20);
+    let history = run
+        .sql(sb, &db, HISTORY_QUERY)
+        .map_err(drill_err("recovery_failed"))?;
     let history = archive::parse_history(&history);
     let Some(last) = history.last() else {
         let msg = anyhow!("the restored instance has no timeline history: it was never promoted");
@@ -418,13 +481,24 @@ pub fn prove_replay(plan: &Plan, run: &mut Run, sb: &Sandbox) -> Result<(), Stop
             run.check("archive", CheckState::Fail, msg.to_string());
             return Err(Stop::Drill("target_not_reached", msg));
         }
-        run.check("archive", CheckState::Pass, format!("replay stopped at the target ({})", last.reason));
+        run.check(
+            "archive",
+            CheckState::Pass,
+            format!("replay stopped at the target ({})", last.reason),
+        );
         return Ok(());
     }
     let json = run.archive_json.take().unwrap_or_else(|| "{}".into());
     let listing = Listing::parse(&json, seg_size).map_err(drill_err("repo_unreadable"))?;
-    let outcome = archive::prove(&listing, &history, seg_size).map_err(drill_err("recovery_failed"))?;
-    let result = judge(&listing, &outcome, seg_size, run.recovery_target_age, run.started);
+    let outcome =
+        archive::prove(&listing, &history, seg_size).map_err(drill_err("recovery_failed"))?;
+    let result = judge(
+        &listing,
+        &outcome,
+        seg_size,
+        run.recovery_target_age,
+        run.started,
+    );
     run.listing = Some(listing);
     match result {
         Ok(detail) => {
@@ -456,17 +530,33 @@ fn judge(
             newest.number.saturating_sub(end.number),
             name(end),
             name(newest),
-            last.map(crate::utc).unwrap_or_else(|| "the backup's end".into()),
+            last.map(crate::utc)
+                .unwrap_or_else(|| "the backup's end".into()),
             crate::utc(until as f64)
         )
     };
     match outcome {
-        Outcome::Complete { end } => Ok(format!("replay reached the end of the archive ({})", name(end))),
-        Outcome::Gap { end, missing, newest } => Err((
-            "wal_gap",
-            format!("WAL segment {} is missing from the archive: {}", name(missing), lost(end, newest)),
+        Outcome::Complete { end } => Ok(format!(
+            "replay reached the end of the archive ({})",
+            name(end)
         )),
-        Outcome::Unreadable { end, segment, newest } => Err((
+        Outcome::Gap {
+            end,
+            missing,
+            newest,
+        } => Err((
+            "wal_gap",
+            format!(
+                "WAL segment {} is missing from the archive: {}",
+                name(missing),
+                lost(end, newest)
+            ),
+        )),
+        Outcome::Unreadable {
+            end,
+            segment,
+            newest,
+        } => Err((
             "wal_unreadable",
             format!(
                 "WAL segment {} is in the archive but replay could not use it (unreadable, \
