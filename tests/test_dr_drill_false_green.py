@@ -370,7 +370,10 @@ def test_a_drill_after_a_failover_follows_the_new_timeline_to_its_end(drill, wal
         base = conf.parent
         promoted = Cluster(base, "pg2", free_port())
         write_pgbackrest_config(conf, base, repo, promoted, STANZA)
-        pgbackrest(conf, f"--pg1-path={promoted.pgdata}", "--archive-mode=off", "restore")
+        # A restore that archives (no --archive-mode=off): the promoted node pushes timeline 2 into
+        # this copy of the repository, as the new primary of a failover does.
+        as_postgres("mkdir", "-m", "0700", promoted.pgdata)
+        pgbackrest(conf, f"--pg1-path={promoted.pgdata}", "restore")
         promoted._configure()
         with open(promoted.pgdata / "postgresql.conf", "a") as f:
             f.write(f"archive_mode = on\narchive_command = "

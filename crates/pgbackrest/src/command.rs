@@ -10,6 +10,7 @@ use std::path::Path;
 #[derive(Debug, Clone)]
 pub struct Pgbackrest {
     argv: Vec<String>,
+    after: Vec<String>,
 }
 
 impl Pgbackrest {
@@ -24,6 +25,7 @@ impl Pgbackrest {
                 format!("--log-level-console={console}"),
                 "--log-level-stderr=warn".to_owned(),
             ],
+            after: Vec::new(),
         }
     }
 
@@ -49,9 +51,17 @@ impl Pgbackrest {
         self
     }
 
-    /// The command (`info`, `restore`, ...) ends the line: the argument vector.
+    /// An argument of the command itself, after it (`repo-ls PATH`).
+    pub fn after(mut self, arg: impl Into<String>) -> Self {
+        self.after.push(arg.into());
+        self
+    }
+
+    /// The command (`info`, `restore`, ...) follows the options, then its own arguments: the
+    /// argument vector.
     pub fn argv(mut self, command: &str) -> Vec<String> {
         self.argv.push(command.to_owned());
+        self.argv.append(&mut self.after);
         self.argv
     }
 
@@ -72,6 +82,7 @@ mod tests {
             .no_log_file()
             .timeouts(Some(5), None)
             .opt("--output=json")
+            .after("x")
             .argv("info");
         assert_eq!(
             argv,
@@ -84,7 +95,8 @@ mod tests {
                 "--log-level-file=off",
                 "--io-timeout=5",
                 "--output=json",
-                "info"
+                "info",
+                "x"
             ]
         );
     }

@@ -312,7 +312,7 @@ pub fn list_archive(plan: &Plan, run: &mut Run, info: &Info) -> Result<(), Stop>
     let cmd = pgbackrest_cmd("pgbackrest", &plan.args.config, plan, "warn")
         .opt("--output=json")
         .opt("--recurse")
-        .opt(path)
+        .after(path)
         .cmd("repo-ls");
     let out = run.cmd(&cmd).map_err(drill_err("repo_unreadable"))?;
     // Parsed after the restore, with the restored cluster's segment size.
