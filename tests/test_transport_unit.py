@@ -342,3 +342,16 @@ def test_every_module_has_an_action_plugin_that_is_only_the_transport():
         [imported] = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
         assert imported.module == "ansible_collections.veza.pgbackrest.plugins.plugin_utils.binary_transport"
         assert [a.name for a in imported.names] == ["ActionModule"], name
+
+
+def test_no_build_message_names_the_target_and_every_build_there_is():
+    message = bt.no_build_message("veza.pgbackrest.dr_drill", glibc("2.12"), builds(GNU_2_17, ARM_2_17))
+    assert message == ("veza.pgbackrest.dr_drill: no build for this target (x86_64, glibc 2.12); "
+                       f"the collection has {GNU_2_17}, {ARM_2_17}")
+    assert bt.no_build_message("m", glibc("2.36"), {}).endswith("the collection has none")
+
+
+def test_the_probe_sent_is_the_shipped_probe_script_without_its_comments():
+    script = (REPO / "collection/files/platform-probe.sh").read_text().splitlines()
+    assert bt.PROBE.splitlines() == [line for line in script if not line.startswith("#")]
+    assert len(bt.PROBE.splitlines()) == 3
