@@ -62,11 +62,11 @@ SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 # What `uname -m` may say for an architecture, mapped to Rust's name for it.
 ARCH_ALIASES = {"amd64": "x86_64", "arm64": "aarch64", "armv8l": "aarch64", "i686": "i686"}
 
-PROBE = r"""
-echo "arch=$(uname -m 2>/dev/null)"
-echo "glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null)"
-echo "ldd=$(ldd --version 2>&1 | head -n 2 | tr '\n' ' ')"
-"""
+#: The platform probe, the sh script files/platform-probe.sh that the roles send too; read once,
+#: here in the controller, and sent without its comment lines.
+with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "files",
+                       "platform-probe.sh")) as _probe:
+    PROBE = "".join(line for line in _probe if not line.startswith("#"))
 
 
 def _version(text):
@@ -86,6 +86,14 @@ def parse_probe(stdout):
     musl = re.search(r"musl libc.*?Version\s+([0-9.]+)", seen.get("ldd", ""), re.I)
     if musl:
         return {"arch": arch, "libc": "musl", "libc_version": musl.group(1)}
+    return None
+
+
+def as_platform(given):
+    """A platform given as a variable or kept as a fact, as {arch, libc, libc_version} of strings,
+    or None when it is not a complete one."""
+    if isinstance(given, dict) and {"arch", "libc", "libc_version"} <= given.keys():
+        return {k: str(given[k]) for k in ("arch", "libc", "libc_version")}
     return None
 
 
@@ -113,6 +121,12 @@ def pick_build(builds, platform):
         elif libc == platform["libc"] and _version(m["min"] or "0") <= _version(platform["libc_version"]):
             fits.append((_version(m["min"] or "0"), path))
     return max(fits)[1] if fits else None
+
+
+def no_build_message(module, platform, builds):
+    """The failure when no build of `module` fits `platform`: the target's platform and the builds."""
+    return (f"{module}: no build for this target ({platform['arch']}, {platform['libc']} "
+            f"{platform['libc_version']}); the collection has {', '.join(builds) or 'none'}")
 
 
 def sha256_file(path):
@@ -176,9 +190,7 @@ class ActionModule(NormalActionModule):
 
         binary = pick_build(builds, platform)
         if binary is None:
-            result.update(failed=True, msg=(
-                f"{self._task.action}: no build for this target ({platform['arch']}, {platform['libc']} "
-                f"{platform['libc_version']}); the collection has {', '.join(builds) or 'none'}"))
+            result.update(failed=True, msg=no_build_message(self._task.action, platform, builds))
             if facts:
                 result["ansible_facts"] = facts
             return result
@@ -260,10 +272,7 @@ class ActionModule(NormalActionModule):
         return found.plugin_resolved_path, found.plugin_resolved_name
 
     def _known_platform(self, task_vars):
-        given = task_vars.get(PLATFORM_FACT) or (task_vars.get("ansible_facts") or {}).get(PLATFORM_FACT)
-        if isinstance(given, dict) and {"arch", "libc", "libc_version"} <= given.keys():
-            return {k: str(given[k]) for k in ("arch", "libc", "libc_version")}
-        return None
+        return as_platform(task_vars.get(PLATFORM_FACT) or (task_vars.get("ansible_facts") or {}).get(PLATFORM_FACT))
 
     # -- commands on the target ------------------------------------------------------------------
 
