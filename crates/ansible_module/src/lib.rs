@@ -21,6 +21,8 @@ pub mod spec;
 pub mod testing;
 
 pub use secret::Secret;
+#[doc(hidden)]
+pub use serde as __serde;
 pub use spec::{Elem, Kind, Opt, Spec};
 
 use serde::de::DeserializeOwned;

@@ -1,15 +1,206 @@
-//! Typed reads of a module's validated options, for an `Args` struct's hand-written `Deserialize`.
+//! A module's options, each declared once: [`options!`](crate::options!) takes one line per
+//! option (its name is the field's, its type the field's type, its spec the `Opt` builder calls)
+//! and makes the struct, the spec list and the reader; [`choices!`](crate::choices!) makes an
+//! enum whose names are the option's `choices`. A group of options shared by modules (the
+//! PostgreSQL login options) is an [`OptionGroup`], flattened into a struct.
 //!
-//! `#[derive(Deserialize)]` on an options struct generates a field visitor, a deserializer per
-//! field type and their error paths (with `#[serde(flatten)]`, serde's whole buffering machinery
-//! too): several KB of code in each module binary, for a map that [`crate::Spec::validate`] has
-//! already checked name by name and type by type. These non-generic readers are shared by every
-//! options struct instead. A type mismatch here means the spec and the struct drifted apart.
+//! The reader is not serde's derive: `#[derive(Deserialize)]` on an options struct generates a
+//! field visitor, a deserializer per field type and their error paths (with `#[serde(flatten)]`,
+//! serde's whole buffering machinery too), several KB of code in each module binary, for a map
+//! that [`crate::Spec::validate`] has already checked name by name and type by type. The
+//! non-generic readers below ([`Options`], [`FromOption`]) are shared by every options struct
+//! instead. A type mismatch here means the spec and the struct drifted apart, which the macro
+//! makes impossible.
 
-use crate::Secret;
+use crate::{Opt, Secret};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
+
+/// A type an option's validated value is read into (the field types [`options!`](crate::options!)
+/// accepts).
+pub trait FromOption: Sized {
+    /// Take option `name` out of `o`.
+    fn from_option(o: &mut Options, name: &str) -> Result<Self, String>;
+}
+
+/// Options read together and shared by modules (the login options): their specs and reader.
+pub trait OptionGroup: Sized {
+    /// The specs, to append to a module's own.
+    fn options() -> Vec<Opt>;
+    /// Read them.
+    fn from_options(o: &mut Options) -> Result<Self, String>;
+}
+
+macro_rules! from_option {
+    ($($ty:ty => $read:ident),* $(,)?) => {
+        $(impl FromOption for $ty {
+            fn from_option(o: &mut Options, name: &str) -> Result<Self, String> {
+                o.$read(name)
+            }
+        })*
+    };
+}
+
+from_option! {
+    String => string,
+    Option<String> => opt_string,
+    PathBuf => path,
+    Option<PathBuf> => opt_path,
+    bool => bool,
+    i64 => int,
+    Option<i64> => opt_int,
+    Option<Secret> => opt_secret,
+    Map<String, Value> => dict,
+    Option<Map<String, Value>> => opt_dict,
+    Vec<String> => strings,
+    Option<Vec<String>> => opt_strings,
+    Option<Vec<Value>> => opt_list,
+    Value => value,
+}
+
+/// The options struct of a module, declared once: each field is an option of the same name,
+/// `field: Type = kind(args).builder(..)...` where `Opt::kind(name, args)` and the builder calls
+/// make its spec. `flatten { login: LoginArgs }` appends an [`OptionGroup`]. Generates the struct
+/// (with `Debug`), `Args::options()` (the specs in declaration order) and its `Deserialize`.
+///
+/// ```ignore
+/// ansible_module::options! {
+///     /// The module's options.
+///     pub struct Args {
+///         /// The stanza.
+///         stanza: String = str().required(),
+///         state: State = str().choices(State::NAMES).default("present"),
+///     }
+///     flatten { login: LoginArgs }
+/// }
+/// ```
+#[macro_export]
+macro_rules! options {
+    (
+        $(#[$meta:meta])*
+        $vis:vis struct $name:ident {
+            $(
+                $(#[$fmeta:meta])*
+                $field:ident : $ty:ty = $kind:ident ( $($karg:expr),* )
+                    $( . $method:ident ( $($marg:expr),* ) )*
+            ),* $(,)?
+        }
+        $( flatten { $( $(#[$gmeta:meta])* $gfield:ident : $gty:ty ),* $(,)? } )?
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        $vis struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+            $( $( $(#[$gmeta])* pub $gfield: $gty, )* )?
+        }
+
+        impl $name {
+            /// The options' specs, in declaration order (flattened groups last).
+            pub fn options() -> ::std::vec::Vec<$crate::Opt> {
+                #[allow(unused_mut)]
+                let mut options = ::std::vec![
+                    $(
+                        $crate::Opt::$kind(stringify!($field) $(, $karg)*)
+                            $( .$method($($marg),*) )*
+                    ),*
+                ];
+                $( $( options.extend(<$gty as $crate::options::OptionGroup>::options()); )* )?
+                options
+            }
+
+            /// Read the validated options.
+            pub fn read(o: &mut $crate::options::Options) -> Result<Self, String> {
+                Ok($name {
+                    $( $field: $crate::options::FromOption::from_option(o, stringify!($field))?, )*
+                    $( $( $gfield: <$gty as $crate::options::OptionGroup>::from_options(o)?, )* )?
+                })
+            }
+        }
+
+        impl $crate::options::OptionGroup for $name {
+            fn options() -> ::std::vec::Vec<$crate::Opt> {
+                $name::options()
+            }
+            fn from_options(o: &mut $crate::options::Options) -> Result<Self, String> {
+                $name::read(o)
+            }
+        }
+
+        impl<'de> $crate::__serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::__serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                $crate::options::Options::deserialize_with(d, $name::read)
+            }
+        }
+    };
+}
+
+/// An enum of an option's choices: `Variant = "name"` each. Generates the enum (`Debug`,
+/// `Clone`, `Copy`, `PartialEq`, `Eq`), `NAMES` (for `.choices(..)`), `name()`, and [`Choice`]
+/// (so it and its `Option` are [`FromOption`]): a choice is a typed value from the start, never
+/// a string or an index.
+#[macro_export]
+macro_rules! choices {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// The choices, as the option spells them.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
+            /// This choice's name.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $text, )+
+                }
+            }
+
+            fn from_name(name: &str) -> Option<Self> {
+                match name {
+                    $( $text => Some($name::$variant), )+
+                    _ => None,
+                }
+            }
+        }
+
+        impl $crate::options::Choice for $name {
+            fn from_name(name: &str) -> Option<Self> {
+                $name::from_name(name)
+            }
+        }
+    };
+}
+
+/// An enum made by [`choices!`](crate::choices!): read from its name.
+pub trait Choice: Sized {
+    /// The choice named `name`.
+    fn from_name(name: &str) -> Option<Self>;
+}
+
+fn choice<T: Choice>(text: &str, name: &str) -> Result<T, String> {
+    T::from_name(text).ok_or_else(|| format!("invalid choice for field `{name}`"))
+}
+
+impl<T: Choice> FromOption for T {
+    fn from_option(o: &mut Options, name: &str) -> Result<Self, String> {
+        choice(&o.string(name)?, name)
+    }
+}
+
+impl<T: Choice> FromOption for Option<T> {
+    fn from_option(o: &mut Options, name: &str) -> Result<Self, String> {
+        o.opt_string(name)?.map(|t| choice(&t, name)).transpose()
+    }
+}
 
 /// The validated options, taken one by one.
 pub struct Options(Map<String, Value>);
@@ -96,23 +287,42 @@ impl Options {
         }
     }
 
-    /// An optional choice, as the index of its value in `choices`.
-    pub fn opt_choice(&mut self, name: &str, choices: &[&str]) -> Result<Option<usize>, String> {
+    /// An optional dict.
+    pub fn opt_dict(&mut self, name: &str) -> Result<Option<Map<String, Value>>, String> {
         match self.value(name)? {
             Value::Null => Ok(None),
-            Value::String(s) => choices
-                .iter()
-                .position(|c| *c == s)
-                .map(Some)
-                .ok_or_else(|| Self::wrong(name)),
+            Value::Object(m) => Ok(Some(m)),
             _ => Err(Self::wrong(name)),
         }
     }
 
-    /// A choice with a default, as the index of its value in `choices`.
-    pub fn choice(&mut self, name: &str, choices: &[&str]) -> Result<usize, String> {
-        self.opt_choice(name, choices)?
-            .ok_or_else(|| Self::wrong(name))
+    /// An optional list, its elements as they are.
+    pub fn opt_list(&mut self, name: &str) -> Result<Option<Vec<Value>>, String> {
+        match self.value(name)? {
+            Value::Null => Ok(None),
+            Value::Array(items) => Ok(Some(items)),
+            _ => Err(Self::wrong(name)),
+        }
+    }
+
+    /// An optional list of strings (`elements: str`).
+    pub fn opt_strings(&mut self, name: &str) -> Result<Option<Vec<String>>, String> {
+        let Some(items) = self.opt_list(name)? else {
+            return Ok(None);
+        };
+        items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(Self::wrong(name)),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// A list of strings with a default.
+    pub fn strings(&mut self, name: &str) -> Result<Vec<String>, String> {
+        self.opt_strings(name)?.ok_or_else(|| Self::wrong(name))
     }
 }
 
@@ -132,9 +342,58 @@ mod tests {
         assert_eq!(o.int("i").unwrap(), 5);
         assert!(o.bool("b").unwrap());
         assert_eq!(o.dict("d").unwrap()["k"], json!(1));
-        assert_eq!(o.choice("c", &["auto", "sql"]).unwrap(), 1);
         assert_eq!(o.value("x").unwrap_err(), "missing field `x`");
         let mut o = Options::read(json!({"i": "5"})).unwrap();
         assert_eq!(o.int("i").unwrap_err(), "invalid type for field `i`");
+    }
+
+    crate::choices! {
+        /// A test choice.
+        enum Mode {
+            /// a
+            Fast = "fast",
+            /// b
+            Safe = "safe",
+        }
+    }
+
+    crate::options! {
+        /// Test options.
+        struct Args {
+            /// a
+            name: String = str().required(),
+            /// b
+            mode: Mode = str().choices(Mode::NAMES).default("safe"),
+            /// c
+            tags: Vec<String> = list(crate::Elem::Str).default(json!([])),
+            /// d
+            level: Option<i64> = int(),
+        }
+    }
+
+    #[test]
+    fn the_macro_declares_each_option_once() {
+        let options = Args::options();
+        let names: Vec<_> = options.iter().map(|o| o.name).collect();
+        assert_eq!(names, ["name", "mode", "tags", "level"]);
+        assert!(options[0].required);
+        assert_eq!(options[1].choices, ["fast", "safe"]);
+        let args: Args = serde_json::from_value(
+            json!({"name": "n", "mode": "fast", "tags": ["x"], "level": null}),
+        )
+        .unwrap();
+        assert_eq!(
+            (args.name.as_str(), args.mode, args.level),
+            ("n", Mode::Fast, None)
+        );
+        assert_eq!(args.tags, ["x"]);
+        assert_eq!(Mode::Safe.name(), "safe");
+        let bad = serde_json::from_value::<Args>(
+            json!({"name": "n", "mode": "other", "tags": [], "level": null}),
+        );
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("invalid choice for field `mode`"));
     }
 }

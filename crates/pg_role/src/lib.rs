@@ -11,31 +11,31 @@ pub mod autoctl;
 use ansible_module::Context;
 use autoctl::{Keeper, NodeState, StateSource};
 use postgres_access::{Login, LoginArgs, Postmaster};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::path::PathBuf;
 
-/// Which witnesses to ask.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    /// pg_autoctl when a keeper exists, cross-checked with SQL; SQL alone otherwise.
-    Auto,
-    /// The monitor only.
-    PgAutoctl,
-    /// `pg_is_in_recovery()` only.
-    Sql,
+ansible_module::choices! {
+    /// Which witnesses to ask (the `source` option).
+    pub enum Source {
+        /// pg_autoctl when a keeper exists, cross-checked with SQL; SQL alone otherwise.
+        Auto = "auto",
+        /// The monitor only.
+        PgAutoctl = "pg_autoctl",
+        /// `pg_is_in_recovery()` only.
+        Sql = "sql",
+    }
 }
 
-/// The answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// The writable primary.
-    Primary,
-    /// Reachable, not the writable primary.
-    Standby,
-    /// Could not tell (PostgreSQL down).
-    Unknown,
+ansible_module::choices! {
+    /// The answer (and the `role` option of modules that are told it).
+    pub enum Role {
+        /// The writable primary.
+        Primary = "primary",
+        /// Reachable, not the writable primary.
+        Standby = "standby",
+        /// Could not tell (PostgreSQL down).
+        Unknown = "unknown",
+    }
 }
 
 /// What PostgreSQL said.

@@ -7,8 +7,7 @@
 //! itself uses. TLS is not built in: these modules run on the database host and connect over the
 //! unix socket or loopback.
 
-use ansible_module::{Opt, Secret};
-use serde::Deserialize;
+use ansible_module::Secret;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,55 +18,25 @@ pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 /// PostgreSQL's default port.
 pub const DEFAULT_PORT: u16 = 5432;
 
-/// The login options, as they arrive (flattened into a module's arguments).
-#[derive(Debug, Deserialize)]
-pub struct LoginArgs {
-    /// `login_user`
-    pub login_user: String,
-    /// `login_password`
-    pub login_password: Option<Secret>,
-    /// `login_host`
-    pub login_host: Option<String>,
-    /// `login_unix_socket`
-    pub login_unix_socket: Option<String>,
-    /// `login_port`
-    pub login_port: Option<i64>,
-    /// `login_db`
-    pub login_db: String,
-    /// `connect_timeout`
-    pub connect_timeout: i64,
-}
-
-impl LoginArgs {
-    /// The login options out of a module's options, for an `Args` struct read by hand.
-    pub fn from_options(o: &mut ansible_module::options::Options) -> Result<LoginArgs, String> {
-        Ok(LoginArgs {
-            login_user: o.string("login_user")?,
-            login_password: o.opt_secret("login_password")?,
-            login_host: o.opt_string("login_host")?,
-            login_unix_socket: o.opt_string("login_unix_socket")?,
-            login_port: o.opt_int("login_port")?,
-            login_db: o.string("login_db")?,
-            connect_timeout: o.int("connect_timeout")?,
-        })
+ansible_module::options! {
+    /// The community.postgresql-style login options, flattened into a module's options
+    /// (`flatten { login: LoginArgs }`).
+    pub struct LoginArgs {
+        /// `login_user`
+        login_user: String = str().default("postgres").aliases(&["login"]),
+        /// `login_password`
+        login_password: Option<Secret> = str().no_log(),
+        /// `login_host`
+        login_host: Option<String> = str().aliases(&["host"]),
+        /// `login_unix_socket`
+        login_unix_socket: Option<String> = path().aliases(&["unix_socket"]),
+        /// `login_port`
+        login_port: Option<i64> = int().aliases(&["port"]),
+        /// `login_db`
+        login_db: String = str().default("postgres").aliases(&["db", "database"]),
+        /// `connect_timeout`
+        connect_timeout: i64 = int().default(10),
     }
-}
-
-/// The login options' specs, to append to a module's own.
-pub fn login_options() -> Vec<Opt> {
-    vec![
-        Opt::str("login_user")
-            .default("postgres")
-            .aliases(&["login"]),
-        Opt::str("login_password").no_log(),
-        Opt::str("login_host").aliases(&["host"]),
-        Opt::path("login_unix_socket").aliases(&["unix_socket"]),
-        Opt::int("login_port").aliases(&["port"]),
-        Opt::str("login_db")
-            .default("postgres")
-            .aliases(&["db", "database"]),
-        Opt::int("connect_timeout").default(10),
-    ]
 }
 
 /// Where and how to connect, resolved.

@@ -1,7 +1,7 @@
 //! The options, declared once for Ansible (the spec), and validated into a typed [`Plan`] before
 //! anything runs: enums instead of strings, a valid stanza and container name, positive budgets.
 
-use ansible_module::{Elem, Opt, Spec};
+use ansible_module::{Elem, Spec};
 use anyhow::{bail, Context as _};
 use pgbackrest::StanzaName;
 use serde::{Deserialize, Serialize};
@@ -26,62 +26,94 @@ fn one() -> i64 {
     1
 }
 
-/// The options, as the sidecar doc describes them.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Args {
-    /// `stanza`
-    pub stanza: String,
-    /// `config`
-    pub config: PathBuf,
-    /// `sandbox`
-    pub sandbox: String,
-    /// `image`
-    pub image: String,
-    /// `container_name`
-    pub container_name: Option<String>,
-    /// `profiles`
-    pub profiles: Vec<String>,
-    /// `target`
-    pub target: Option<String>,
-    /// `target_type`
-    pub target_type: String,
-    /// `target_action`
-    pub target_action: String,
-    /// `set`
-    pub set: Option<String>,
-    /// `database`
-    pub database: String,
-    /// `smoke_queries`
-    pub smoke_queries: Option<Vec<Value>>,
-    /// `min_users_expected`
-    pub min_users_expected: i64,
-    /// `checks`
-    pub checks: Vec<String>,
-    /// `jobs`
-    pub jobs: i64,
-    /// `max_check_seconds`
-    pub max_check_seconds: i64,
-    /// `max_backup_age`
-    pub max_backup_age: i64,
-    /// `max_data_loss`
-    pub max_data_loss: Option<i64>,
-    /// `freshness_query`
-    pub freshness_query: Option<String>,
-    /// `metrics_dir`
-    pub metrics_dir: PathBuf,
-    /// `metrics_prefix`
-    pub metrics_prefix: String,
-    /// `max_restore_seconds`
-    pub max_restore_seconds: i64,
-    /// `start_timeout`
-    pub start_timeout: i64,
-    /// `recovery_timeout`
-    pub recovery_timeout: i64,
-    /// `lock_dir`
-    pub lock_dir: PathBuf,
-    /// `keep`
-    pub keep: bool,
+ansible_module::choices! {
+    /// Where the drill restores (`sandbox`).
+    pub enum SandboxKind {
+        /// An ephemeral Incus container.
+        Incus = "incus",
+        /// A temporary directory on this host.
+        Host = "host",
+    }
+}
+
+ansible_module::choices! {
+    /// What `target` is (`target_type`).
+    pub enum TargetType {
+        /// A timestamp.
+        Time = "time",
+        /// An LSN.
+        Lsn = "lsn",
+        /// A transaction id.
+        Xid = "xid",
+        /// A restore point's name.
+        Name = "name",
+    }
+}
+
+ansible_module::choices! {
+    /// What PostgreSQL does at the target (`target_action`): a drill always promotes.
+    pub enum TargetAction {
+        /// Promote.
+        Promote = "promote",
+    }
+}
+
+ansible_module::options! {
+    /// The options, each declared once (the sidecar doc is checked against them).
+    pub struct Args {
+        /// `stanza`
+        stanza: String = str().required(),
+        /// `config`
+        config: PathBuf = path().default("/etc/pgbackrest/pgbackrest.conf"),
+        /// `sandbox`
+        sandbox: SandboxKind = str().choices(SandboxKind::NAMES).default("incus"),
+        /// `image`
+        image: String = str().default("veza-drill-pg15"),
+        /// `container_name`
+        container_name: Option<String> = str(),
+        /// `profiles`
+        profiles: Vec<String> = list(Elem::Str).default(json!([])),
+        /// `target`
+        target: Option<String> = str(),
+        /// `target_type`
+        target_type: TargetType = str().choices(TargetType::NAMES).default("time"),
+        /// `target_action`
+        target_action: TargetAction = str().choices(TargetAction::NAMES).default("promote"),
+        /// `set`
+        set: Option<String> = str(),
+        /// `database`
+        database: String = str().default("postgres"),
+        /// `smoke_queries`
+        smoke_queries: Option<Vec<Value>> = list(Elem::Dict),
+        /// `min_users_expected`
+        min_users_expected: i64 = int().default(1),
+        /// `checks`
+        checks: Vec<String> = list(Elem::Str).default(json!(DEFAULT_CHECKS)),
+        /// `jobs`
+        jobs: i64 = int().default(2),
+        /// `max_check_seconds`
+        max_check_seconds: i64 = int().default(3600),
+        /// `max_backup_age`
+        max_backup_age: i64 = int().default(8 * 86400),
+        /// `max_data_loss`
+        max_data_loss: Option<i64> = int(),
+        /// `freshness_query`
+        freshness_query: Option<String> = str(),
+        /// `metrics_dir`
+        metrics_dir: PathBuf = path().default("/var/lib/node_exporter/textfile_collector"),
+        /// `metrics_prefix`
+        metrics_prefix: String = str().default("veza_backup_drill"),
+        /// `max_restore_seconds`
+        max_restore_seconds: i64 = int().default(1800),
+        /// `start_timeout`
+        start_timeout: i64 = int().default(300),
+        /// `recovery_timeout`
+        recovery_timeout: i64 = int().default(1800),
+        /// `lock_dir`
+        lock_dir: PathBuf = path().default("/run/lock"),
+        /// `keep`
+        keep: bool = bool().default(false),
+    }
 }
 
 /// The data checks a drill runs after recovery (all by default: operators opt out, not in).
@@ -108,15 +140,6 @@ impl Check {
     ];
 }
 
-/// Where the drill restores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SandboxKind {
-    /// An ephemeral Incus container.
-    Incus,
-    /// A temporary directory on this host.
-    Host,
-}
-
 /// The validated options.
 #[derive(Debug)]
 pub struct Plan {
@@ -139,41 +162,7 @@ pub const DEFAULT_CHECKS: [&str; 4] = ["verify", "amcheck", "checksums", "dump"]
 
 /// The argument specification (mirrored by `collection/plugins/modules/dr_drill.yml`).
 pub fn spec() -> Spec {
-    Spec::new(vec![
-        Opt::str("stanza").required(),
-        Opt::path("config").default("/etc/pgbackrest/pgbackrest.conf"),
-        Opt::str("sandbox")
-            .choices(&["incus", "host"])
-            .default("incus"),
-        Opt::str("image").default("veza-drill-pg15"),
-        Opt::str("container_name"),
-        Opt::list("profiles", Elem::Str).default(json!([])),
-        Opt::str("target"),
-        Opt::str("target_type")
-            .choices(&["time", "lsn", "xid", "name"])
-            .default("time"),
-        Opt::str("target_action")
-            .choices(&["promote"])
-            .default("promote"),
-        Opt::str("set"),
-        Opt::str("database").default("postgres"),
-        Opt::list("smoke_queries", Elem::Dict),
-        Opt::int("min_users_expected").default(1),
-        Opt::list("checks", Elem::Str).default(json!(DEFAULT_CHECKS)),
-        Opt::int("jobs").default(2),
-        Opt::int("max_check_seconds").default(3600),
-        Opt::int("max_backup_age").default(8 * 86400),
-        Opt::int("max_data_loss"),
-        Opt::str("freshness_query"),
-        Opt::path("metrics_dir").default("/var/lib/node_exporter/textfile_collector"),
-        Opt::str("metrics_prefix").default("veza_backup_drill"),
-        Opt::int("max_restore_seconds").default(1800),
-        Opt::int("start_timeout").default(300),
-        Opt::int("recovery_timeout").default(1800),
-        Opt::path("lock_dir").default("/run/lock"),
-        Opt::bool("keep").default(false),
-    ])
-    .mutually_exclusive(&["target", "set"])
+    Spec::new(Args::options()).mutually_exclusive(&["target", "set"])
 }
 
 impl Plan {
@@ -247,10 +236,7 @@ impl Plan {
             bail!("max_data_loss: {v} is not positive");
         }
         let smoke = smoke_queries(&args)?;
-        let sandbox = match args.sandbox.as_str() {
-            "host" => SandboxKind::Host,
-            _ => SandboxKind::Incus,
-        };
+        let sandbox = args.sandbox;
         Ok(Plan {
             args,
             stanza,

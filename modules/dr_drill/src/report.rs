@@ -111,7 +111,7 @@ pub fn finish(
         .field("passed", passed)
         .field("reason", reason)
         .field("stanza", plan.stanza.as_str())
-        .field("sandbox", &a.sandbox)
+        .field("sandbox", a.sandbox.name())
         .field(
             "backup_label",
             run.backup.as_ref().map(|b| b.label.as_str()),

@@ -328,9 +328,9 @@ pub fn restore(plan: &Plan, run: &mut Run, sb: &Sandbox, deadline: Instant) -> R
         .opt("--archive-mode=off");
     if let Some(target) = &a.target {
         cmd = cmd
-            .opt(format!("--type={}", a.target_type))
+            .opt(format!("--type={}", a.target_type.name()))
             .opt(format!("--target={target}"))
-            .opt(format!("--target-action={}", a.target_action));
+            .opt(format!("--target-action={}", a.target_action.name()));
     }
     if let Some(set) = &a.set {
         cmd = cmd.opt(format!("--set={set}"));

@@ -12,26 +12,28 @@
 pub mod guc;
 
 use ansible_module::process::RunAs;
-use ansible_module::{Context, Diff, Elem, Module, Opt, Response, Spec};
+use ansible_module::{Context, Diff, Elem, Module, Response, Spec};
 use guc::{Setting, Unit, Value, VarType};
 use postgres_access::{quote_ident, quote_literal, simple_rows, Client, Login, LoginArgs};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Map;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// The module's options (login options flattened in).
-#[derive(Debug, Deserialize)]
-pub struct Args {
-    /// `settings`
-    pub settings: Option<Map<String, serde_json::Value>>,
-    /// `reset`
-    pub reset: Option<Vec<String>>,
-    /// `become_user`
-    pub become_user: Option<String>,
-    /// `login_*`, `connect_timeout`
-    #[serde(flatten)]
-    pub login: LoginArgs,
+ansible_module::options! {
+    /// The module's options (login options flattened in).
+    pub struct Args {
+        /// `settings`
+        settings: Option<Map<String, serde_json::Value>> = dict(),
+        /// `reset`
+        reset: Option<Vec<String>> = list(Elem::Str),
+        /// `become_user`
+        become_user: Option<String> = str().default("postgres"),
+    }
+    flatten {
+        /// `login_*`, `connect_timeout`
+        login: LoginArgs,
+    }
 }
 
 /// What to do with one setting.
@@ -631,13 +633,7 @@ impl Module for PgAlterSystem {
     const NAME: &'static str = "pg_alter_system";
 
     fn spec() -> Spec {
-        let mut options = vec![
-            Opt::dict("settings"),
-            Opt::list("reset", Elem::Str),
-            Opt::str("become_user").default("postgres"),
-        ];
-        options.extend(postgres_access::login_options());
-        Spec::new(options)
+        Spec::new(Args::options())
     }
 
     fn execute(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {

@@ -5,30 +5,31 @@
 //! `require_primary` serves as a systemd `ExecCondition` (exit 1 when not the primary).
 
 use ansible_module::process::RunAs;
-use ansible_module::{Context, Module, Opt, Response, Spec};
+use ansible_module::{Context, Module, Response, Spec};
 use pg_role::{detect, DetectOptions, Detection, Role, Source};
 use postgres_access::LoginArgs;
-use serde::Deserialize;
 use std::path::PathBuf;
 
-/// The module's options (login options flattened in).
-#[derive(Debug, Deserialize)]
-pub struct Args {
-    /// `source`
-    pub source: Source,
-    /// `pgdata`
-    pub pgdata: Option<PathBuf>,
-    /// `pg_autoctl_path`
-    pub pg_autoctl_path: String,
-    /// `become_user`
-    pub become_user: Option<String>,
-    /// `fail_on_unknown`
-    pub fail_on_unknown: bool,
-    /// `require_primary`
-    pub require_primary: bool,
-    /// `login_*`, `connect_timeout`
-    #[serde(flatten)]
-    pub login: LoginArgs,
+ansible_module::options! {
+    /// The module's options (login options flattened in).
+    pub struct Args {
+        /// `source`
+        source: Source = str().choices(Source::NAMES).default("auto"),
+        /// `pgdata`
+        pgdata: Option<PathBuf> = path(),
+        /// `pg_autoctl_path`
+        pg_autoctl_path: String = str().default("pg_autoctl"),
+        /// `become_user`
+        become_user: Option<String> = str().default("postgres"),
+        /// `fail_on_unknown`
+        fail_on_unknown: bool = bool().default(false),
+        /// `require_primary`
+        require_primary: bool = bool().default(false),
+    }
+    flatten {
+        /// `login_*`, `connect_timeout`
+        login: LoginArgs,
+    }
 }
 
 /// The Ansible module.
@@ -39,18 +40,7 @@ impl Module for PgRoleDetect {
     const NAME: &'static str = "pg_role_detect";
 
     fn spec() -> Spec {
-        let mut options = vec![
-            Opt::str("source")
-                .choices(&["auto", "pg_autoctl", "sql"])
-                .default("auto"),
-            Opt::path("pgdata"),
-            Opt::str("pg_autoctl_path").default("pg_autoctl"),
-            Opt::str("become_user").default("postgres"),
-            Opt::bool("fail_on_unknown").default(false),
-            Opt::bool("require_primary").default(false),
-        ];
-        options.extend(postgres_access::login_options());
-        Spec::new(options)
+        Spec::new(Args::options())
     }
 
     fn execute(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
@@ -117,13 +107,10 @@ fn response(det: &Detection) -> Response {
     let timeline = sql
         .and_then(|s| s.timeline)
         .or(node.and_then(|n| n.reported_tli));
-    let role = serde_json::to_value(det.role).unwrap_or_default();
+    let role = det.role.name();
     Response::new()
-        .msg(format!(
-            "this node is {}",
-            role.as_str().unwrap_or("unknown")
-        ))
-        .field("role", &role)
+        .msg(format!("this node is {}", role))
+        .field("role", role)
         .field("is_primary", det.is_primary())
         .field("source", &det.source)
         .field("sources_agree", det.sources_agree)
@@ -150,7 +137,7 @@ fn response(det: &Detection) -> Response {
         .field("server_version_num", sql.map(|s| s.server_version_num))
         .field("commands", &det.commands)
         .field("queries", &det.queries)
-        .fact("pg_role", &role)
+        .fact("pg_role", role)
         .fact("pg_is_primary", det.is_primary())
         .fact("pg_role_source", &det.source)
         .fact("pg_autoctl_node_name", node.map(|n| n.nodename.as_str()))

@@ -11,72 +11,50 @@ mod render;
 mod validate;
 
 use ansible_module::fs::{Attrs, FileState};
-use ansible_module::{Context, Diff, Kind, Module, Opt, Response, Spec};
+use ansible_module::{Context, Diff, Kind, Module, Response, Spec};
 use anyhow::{bail, Context as _};
-use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 
 pub use render::Section;
 
-/// `state`
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// The file exists with this content.
-    Present,
-    /// The file does not exist.
-    Absent,
-}
-
-/// The module's options, as documented.
-#[derive(Debug)]
-pub struct Args {
-    /// `path`
-    pub path: PathBuf,
-    /// `global`
-    pub global: Map<String, Value>,
-    /// `stanzas`
-    pub stanzas: Map<String, Value>,
-    /// `command_sections`
-    pub command_sections: Map<String, Value>,
-    /// `owner`
-    pub owner: String,
-    /// `group`
-    pub group: String,
-    /// `mode`
-    pub mode: Value,
+ansible_module::choices! {
     /// `state`
-    pub state: State,
-    /// `backup`
-    pub backup: bool,
-    /// `template`
-    pub template: Option<PathBuf>,
-    /// `vars`
-    pub vars: Map<String, Value>,
-    /// `min_cipher_pass_length`
-    pub min_cipher_pass_length: i64,
+    pub enum State {
+        /// The file exists with this content.
+        Present = "present",
+        /// The file does not exist.
+        Absent = "absent",
+    }
 }
 
-/// Read by hand ([`ansible_module::options`]) rather than derived: the derive costs several KB.
-impl<'de> Deserialize<'de> for Args {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        ansible_module::options::Options::deserialize_with(d, |o| {
-            Ok(Args {
-                path: o.path("path")?,
-                global: o.dict("global")?,
-                stanzas: o.dict("stanzas")?,
-                command_sections: o.dict("command_sections")?,
-                owner: o.string("owner")?,
-                group: o.string("group")?,
-                mode: o.value("mode")?,
-                state: [State::Present, State::Absent]
-                    [o.choice("state", &["present", "absent"])?],
-                backup: o.bool("backup")?,
-                template: o.opt_path("template")?,
-                vars: o.dict("vars")?,
-                min_cipher_pass_length: o.int("min_cipher_pass_length")?,
-            })
-        })
+ansible_module::options! {
+    /// The module's options, as documented.
+    pub struct Args {
+        /// `path`
+        path: PathBuf = path().default("/etc/pgbackrest/pgbackrest.conf"),
+        /// `global`
+        global: Map<String, Value> = dict().default(json!({})).hide_value(),
+        /// `stanzas`
+        stanzas: Map<String, Value> = dict().default(json!({})).hide_value(),
+        /// `command_sections`
+        command_sections: Map<String, Value> = dict().default(json!({})).hide_value(),
+        /// `owner`
+        owner: String = str().default("postgres"),
+        /// `group`
+        group: String = str().default("postgres"),
+        /// `mode`: an octal string, or the number YAML made of `0640`.
+        mode: Value = new(Kind::Raw).default("0640"),
+        /// `state`
+        state: State = str().choices(State::NAMES).default("present"),
+        /// `backup`
+        backup: bool = bool().default(false),
+        /// `template`
+        template: Option<PathBuf> = path(),
+        /// `vars`
+        vars: Map<String, Value> = dict().default(json!({})).hide_value(),
+        /// `min_cipher_pass_length`
+        min_cipher_pass_length: i64 = int().default(20),
     }
 }
 
@@ -88,24 +66,7 @@ impl Module for PgbackrestConfig {
     const NAME: &'static str = "pgbackrest_config";
 
     fn spec() -> Spec {
-        Spec::new(vec![
-            Opt::path("path").default("/etc/pgbackrest/pgbackrest.conf"),
-            Opt::dict("global").default(json!({})).hide_value(),
-            Opt::dict("stanzas").default(json!({})).hide_value(),
-            Opt::dict("command_sections")
-                .default(json!({}))
-                .hide_value(),
-            Opt::str("owner").default("postgres"),
-            Opt::str("group").default("postgres"),
-            Opt::new("mode", Kind::Raw).default("0640"),
-            Opt::str("state")
-                .choices(&["present", "absent"])
-                .default("present"),
-            Opt::bool("backup").default(false),
-            Opt::path("template"),
-            Opt::dict("vars").default(json!({})).hide_value(),
-            Opt::int("min_cipher_pass_length").default(20),
-        ])
+        Spec::new(Args::options())
     }
 
     fn execute(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {

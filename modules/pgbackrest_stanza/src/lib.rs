@@ -9,7 +9,7 @@
 //! pgBackRest's own lock files and probe again under it, so only one of them creates.
 
 use ansible_module::process::{Cmd, CmdError, RunAs};
-use ansible_module::{Context, Diff, Module, Opt, Response, Spec};
+use ansible_module::{Context, Diff, Module, Response, Spec};
 use anyhow::{bail, Context as _};
 use pg_role::{DetectOptions, Role, Source};
 use pgbackrest::command::Pgbackrest;
@@ -18,94 +18,56 @@ use pgbackrest::info::{self, Status, Verdict};
 use pgbackrest::lock::Lock;
 use pgbackrest::StanzaName;
 use postgres_access::{LoginArgs, Postmaster};
-use serde::Deserialize;
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-/// `state`
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// The stanza exists.
-    Present,
-    /// The stanza exists and matches the running PostgreSQL (`stanza-upgrade` when not).
-    Upgraded,
-    /// The stanza does not exist.
-    Absent,
-}
-
-/// A caller-given role (`role`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GivenRole {
-    /// The writable primary.
-    Primary,
-    /// Not the writable primary.
-    Standby,
-    /// Not known.
-    Unknown,
-}
-
-/// The module's options, as documented.
-#[derive(Debug)]
-pub struct Args {
-    /// `stanza`
-    pub stanza: String,
-    /// `config`
-    pub config: PathBuf,
+ansible_module::choices! {
     /// `state`
-    pub state: State,
-    /// `only_on_primary`
-    pub only_on_primary: bool,
-    /// `source`
-    pub source: Source,
-    /// `role`
-    pub role: Option<GivenRole>,
-    /// `pgdata`
-    pub pgdata: Option<PathBuf>,
-    /// `pg_autoctl_path`
-    pub pg_autoctl_path: String,
-    /// `pgbackrest_path`
-    pub pgbackrest_path: String,
-    /// `check_after`
-    pub check_after: bool,
-    /// `force`
-    pub force: bool,
-    /// `become_user`
-    pub become_user: Option<String>,
-    /// `io_timeout`
-    pub io_timeout: Option<i64>,
-    /// `db_timeout`
-    pub db_timeout: Option<i64>,
-    /// `login_*`, `connect_timeout`
-    pub login: LoginArgs,
+    pub enum State {
+        /// The stanza exists.
+        Present = "present",
+        /// The stanza exists and matches the running PostgreSQL (`stanza-upgrade` when not).
+        Upgraded = "upgraded",
+        /// The stanza does not exist.
+        Absent = "absent",
+    }
 }
 
-/// Read by hand ([`ansible_module::options`]) rather than derived: the derive, with the login
-/// options flattened in, costs several KB.
-impl<'de> Deserialize<'de> for Args {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        ansible_module::options::Options::deserialize_with(d, |o| {
-            Ok(Args {
-                stanza: o.string("stanza")?,
-                config: o.path("config")?,
-                state: [State::Present, State::Upgraded, State::Absent]
-                    [o.choice("state", &["present", "upgraded", "absent"])?],
-                only_on_primary: o.bool("only_on_primary")?,
-                source: [Source::Auto, Source::PgAutoctl, Source::Sql]
-                    [o.choice("source", &["auto", "pg_autoctl", "sql"])?],
-                role: o
-                    .opt_choice("role", &["primary", "standby", "unknown"])?
-                    .map(|i| [GivenRole::Primary, GivenRole::Standby, GivenRole::Unknown][i]),
-                pgdata: o.opt_path("pgdata")?,
-                pg_autoctl_path: o.string("pg_autoctl_path")?,
-                pgbackrest_path: o.string("pgbackrest_path")?,
-                check_after: o.bool("check_after")?,
-                force: o.bool("force")?,
-                become_user: o.opt_string("become_user")?,
-                io_timeout: o.opt_int("io_timeout")?,
-                db_timeout: o.opt_int("db_timeout")?,
-                login: LoginArgs::from_options(o)?,
-            })
-        })
+ansible_module::options! {
+    /// The module's options, as documented.
+    pub struct Args {
+        /// `stanza`
+        stanza: String = str().required(),
+        /// `config`
+        config: PathBuf = path().default("/etc/pgbackrest/pgbackrest.conf"),
+        /// `state`
+        state: State = str().choices(State::NAMES).default("present"),
+        /// `only_on_primary`
+        only_on_primary: bool = bool().default(true),
+        /// `source`
+        source: Source = str().choices(Source::NAMES).default("auto"),
+        /// `role`: the caller says which role this node has (no detection).
+        role: Option<Role> = str().choices(Role::NAMES),
+        /// `pgdata`
+        pgdata: Option<PathBuf> = path(),
+        /// `pg_autoctl_path`
+        pg_autoctl_path: String = str().default("pg_autoctl"),
+        /// `pgbackrest_path`
+        pgbackrest_path: String = str().default("pgbackrest"),
+        /// `check_after`
+        check_after: bool = bool().default(false),
+        /// `force`
+        force: bool = bool().default(false),
+        /// `become_user`
+        become_user: Option<String> = str().default("postgres"),
+        /// `io_timeout`
+        io_timeout: Option<i64> = int(),
+        /// `db_timeout`
+        db_timeout: Option<i64> = int(),
+    }
+    flatten {
+        /// `login_*`, `connect_timeout`
+        login: LoginArgs,
     }
 }
 
@@ -147,28 +109,7 @@ impl Module for PgbackrestStanza {
     const NAME: &'static str = "pgbackrest_stanza";
 
     fn spec() -> Spec {
-        let mut options = vec![
-            Opt::str("stanza").required(),
-            Opt::path("config").default("/etc/pgbackrest/pgbackrest.conf"),
-            Opt::str("state")
-                .choices(&["present", "upgraded", "absent"])
-                .default("present"),
-            Opt::bool("only_on_primary").default(true),
-            Opt::str("source")
-                .choices(&["auto", "pg_autoctl", "sql"])
-                .default("auto"),
-            Opt::str("role").choices(&["primary", "standby", "unknown"]),
-            Opt::path("pgdata"),
-            Opt::str("pg_autoctl_path").default("pg_autoctl"),
-            Opt::str("pgbackrest_path").default("pgbackrest"),
-            Opt::bool("check_after").default(false),
-            Opt::bool("force").default(false),
-            Opt::str("become_user").default("postgres"),
-            Opt::int("io_timeout"),
-            Opt::int("db_timeout"),
-        ];
-        options.extend(postgres_access::login_options());
-        Spec::new(options)
+        Spec::new(Args::options())
     }
 
     fn execute(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
@@ -208,11 +149,7 @@ impl Module for PgbackrestStanza {
 
         // Who may act.
         let role = if let Some(given) = args.role {
-            Some(match given {
-                GivenRole::Primary => Role::Primary,
-                GivenRole::Standby => Role::Standby,
-                GivenRole::Unknown => Role::Unknown,
-            })
+            Some(given)
         } else if args.only_on_primary {
             let det = pg_role::detect(
                 &DetectOptions {
@@ -247,7 +184,7 @@ impl Module for PgbackrestStanza {
             let reason = format!(
                 "this node is not the writable primary (role {}); \
                  only the primary manages stanza '{}'",
-                role_name(role),
+                role.name(),
                 stanza.as_str()
             );
             return Ok(run.skipped(role, reason));
@@ -311,14 +248,6 @@ impl Module for PgbackrestStanza {
             .response(&before, Some(&after), action, role)
             .changed(true)
             .diff(diff(&before, action, stanza.as_str())))
-    }
-}
-
-fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Primary => "primary",
-        Role::Standby => "standby",
-        Role::Unknown => "unknown",
     }
 }
 
@@ -523,7 +452,7 @@ impl Run<'_> {
         Response::new()
             .msg(reason.clone())
             .field("stanza", self.stanza.as_str())
-            .field("role", role_name(role))
+            .field("role", role.name())
             .field("action", "none")
             .field("skipped_reason", reason)
             .field("status", None::<Status>)
@@ -545,7 +474,7 @@ impl Run<'_> {
                 a => format!("stanza '{}': {}", self.stanza.as_str(), a.name()),
             })
             .field("stanza", self.stanza.as_str())
-            .field("role", role.map(role_name))
+            .field("role", role.map(Role::name))
             .field("action", action.name())
             .field("skipped_reason", None::<String>)
             .field("status", shown)
