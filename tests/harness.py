@@ -5,6 +5,7 @@ Plain classes and functions (no pytest) so that scripts/bench uses exactly what 
 Everything listens on 127.0.0.1 or on unix sockets in temporary directories.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -102,6 +103,22 @@ pg1-port={cluster.port}
 """)
     shutil.chown(path, "postgres", "postgres")
     path.chmod(0o640)
+
+
+@contextlib.contextmanager
+def repository_copy(repo: Path, cluster: Cluster, stanza: str):
+    """A copy of a posix repository and a config for it (yields (repo, conf)): tests damage the
+    copy, never the original. Removed afterwards."""
+    base = scratch_dir("vz-repo-copy-")
+    try:
+        copy = base / "repo"
+        shutil.copytree(repo, copy, symlinks=True)
+        subprocess.run(["chown", "-R", "postgres:postgres", str(copy)], check=True)
+        conf = base / "pgbackrest.conf"
+        write_pgbackrest_config(conf, base, copy, cluster, stanza)
+        yield copy, conf
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 class BackedUpCluster:

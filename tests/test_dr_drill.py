@@ -8,7 +8,6 @@ latest drill must count 3 + 2 + 3 = 8 users (the 5 later ones from WAL replay al
 point-in-time drill to the recorded time exactly 5.
 """
 
-import contextlib
 import json
 import shutil
 import signal
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import BackedUpCluster, Cluster, as_postgres, free_port, run_module, scratch_dir, write_pgbackrest_config
+from harness import (BackedUpCluster, Cluster, as_postgres, free_port, repository_copy, run_module, scratch_dir,
+                     write_pgbackrest_config)
 
 # The shared cluster, repository and backup: the `repo_setup` fixture (conftest.py).
 STANZA = BackedUpCluster.STANZA
@@ -154,19 +154,9 @@ def test_postgres_that_cannot_start_fails_the_drill(drill, repo_setup):
         assert_failed(drill, rc, out, "start_failed")
 
 
-@contextlib.contextmanager
 def repo_copy(repo_setup):
     """A copy of the shared repository and a config for it: tests damage the copy."""
-    base = scratch_dir("vz-drill-bad-")
-    try:
-        repo = base / "repo"
-        shutil.copytree(repo_setup["repo"], repo, symlinks=True)
-        subprocess.run(["chown", "-R", "postgres:postgres", str(repo)], check=True)
-        conf = base / "pgbackrest.conf"
-        write_pgbackrest_config(conf, base, repo, repo_setup["cluster"], STANZA)
-        yield repo, conf
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    return repository_copy(repo_setup["repo"], repo_setup["cluster"], STANZA)
 
 
 def test_corrupted_backup_file_fails_the_drill(drill, repo_setup):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Cluster, as_postgres, free_port, run_module, scratch_dir, write_pgbackrest_config
+from harness import Cluster, as_postgres, free_port, repository_copy, run_module, scratch_dir, write_pgbackrest_config
 
 STANZA = "fg"
 BATCHES = 4
@@ -86,19 +86,9 @@ def segments_after_backup(repo, info):
     return [p for p in files if p.name[:24] > stop]
 
 
-@contextlib.contextmanager
-def repo_copy(setup, stanza=STANZA):
-    """A copy of a repository and a config for it: tests damage the copy, never the original."""
-    base = scratch_dir("vz-fg-copy-")
-    try:
-        repo = base / "repo"
-        shutil.copytree(setup["repo"], repo, symlinks=True)
-        subprocess.run(["chown", "-R", "postgres:postgres", str(repo)], check=True)
-        conf = base / "pgbackrest.conf"
-        write_pgbackrest_config(conf, base, repo, setup["cluster"], stanza)
-        yield repo, conf
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+def repo_copy(setup):
+    """A copy of the shared repository and a config for it: tests damage the copy."""
+    return repository_copy(setup["repo"], setup["cluster"], STANZA)
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ mod secret;
 pub mod spec;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod time;
 
 pub use secret::Secret;
 #[doc(hidden)]
