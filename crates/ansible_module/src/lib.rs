@@ -39,15 +39,16 @@ pub const MASK: &str = "********";
 
 /// One module of the collection.
 pub trait Module {
-    /// The options, as a struct mirroring the module's YAML docs. Derive `Deserialize` with
-    /// `deny_unknown_fields`, or, where binary size matters, implement it with
-    /// [`options::Options`]: it is filled from the validated options (every option present,
-    /// `null` where neither given nor defaulted).
-    type Args: DeserializeOwned;
+    /// The options, as a struct mirroring the module's YAML docs, declared with
+    /// [`options!`](crate::options!): it is filled from the validated options (every option
+    /// present, `null` where neither given nor defaulted).
+    type Args: DeserializeOwned + options::OptionGroup;
     /// The module's name, as in `veza.pgbackrest.<NAME>`.
     const NAME: &'static str;
-    /// The argument specification.
-    fn spec() -> Spec;
+    /// The argument specification: the options' specs, plus any constraint between them.
+    fn spec() -> Spec {
+        Spec::new(<Self::Args as options::OptionGroup>::options())
+    }
     /// Do the work. Errors become `failed: true` with `msg` = the error chain.
     fn execute(args: Self::Args, ctx: &mut Context) -> anyhow::Result<Response>;
 }

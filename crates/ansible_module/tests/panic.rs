@@ -4,14 +4,16 @@
 //! module reads stdin, and this file must hold this one test only); the child then runs a
 //! panicking module through `ansible_module::run`, exactly as a module's `main` would.
 
-use ansible_module::{Context, Module, Opt, Response, Spec};
-use serde::Deserialize;
+use ansible_module::{Context, Module, Response};
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
-#[derive(Deserialize)]
-struct Args {
-    token: String,
+ansible_module::options! {
+    /// The panicking module's one option.
+    struct Args {
+        /// A secret it quotes in its panic.
+        token: String = str().required().no_log(),
+    }
 }
 
 struct Panicker;
@@ -19,9 +21,6 @@ struct Panicker;
 impl Module for Panicker {
     type Args = Args;
     const NAME: &'static str = "panicker";
-    fn spec() -> Spec {
-        Spec::new(vec![Opt::str("token").required().no_log()])
-    }
     fn execute(args: Args, _ctx: &mut Context) -> anyhow::Result<Response> {
         panic!("oops while holding {}", args.token);
     }

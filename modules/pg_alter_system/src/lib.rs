@@ -12,7 +12,7 @@
 pub mod guc;
 
 use ansible_module::process::RunAs;
-use ansible_module::{Context, Diff, Elem, Module, Response, Spec};
+use ansible_module::{Context, Diff, Elem, Module, Response};
 use guc::{Setting, Unit, Value, VarType};
 use postgres_access::{quote_ident, quote_literal, simple_rows, Client, Login, LoginArgs};
 use serde::Serialize;
@@ -631,10 +631,6 @@ pub struct PgAlterSystem;
 impl Module for PgAlterSystem {
     type Args = Args;
     const NAME: &'static str = "pg_alter_system";
-
-    fn spec() -> Spec {
-        Spec::new(Args::options())
-    }
 
     fn execute(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
         let request = Request::new(args.settings.as_ref(), args.reset.as_deref())

@@ -5,7 +5,7 @@
 //! `require_primary` serves as a systemd `ExecCondition` (exit 1 when not the primary).
 
 use ansible_module::process::RunAs;
-use ansible_module::{Context, Module, Response, Spec};
+use ansible_module::{Context, Module, Response};
 use pg_role::{detect, DetectOptions, Detection, Role, Source};
 use postgres_access::LoginArgs;
 use std::path::PathBuf;
@@ -38,10 +38,6 @@ pub struct PgRoleDetect;
 impl Module for PgRoleDetect {
     type Args = Args;
     const NAME: &'static str = "pg_role_detect";
-
-    fn spec() -> Spec {
-        Spec::new(Args::options())
-    }
 
     fn execute(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
         let require_primary = args.require_primary;

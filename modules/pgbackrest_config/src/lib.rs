@@ -11,7 +11,7 @@ mod render;
 mod validate;
 
 use ansible_module::fs::{Attrs, FileState};
-use ansible_module::{Context, Diff, Kind, Module, Response, Spec};
+use ansible_module::{Context, Diff, Kind, Module, Response};
 use anyhow::{bail, Context as _};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
@@ -64,10 +64,6 @@ pub struct PgbackrestConfig;
 impl Module for PgbackrestConfig {
     type Args = Args;
     const NAME: &'static str = "pgbackrest_config";
-
-    fn spec() -> Spec {
-        Spec::new(Args::options())
-    }
 
     fn execute(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
         // Before anything can fail with a message: every secret value is known to the scrubber.

@@ -9,7 +9,7 @@
 //! pgBackRest's own lock files and probe again under it, so only one of them creates.
 
 use ansible_module::process::{Cmd, CmdError, RunAs};
-use ansible_module::{Context, Diff, Module, Response, Spec};
+use ansible_module::{Context, Diff, Module, Response};
 use anyhow::{bail, Context as _};
 use pg_role::{DetectOptions, Role, Source};
 use pgbackrest::command::Pgbackrest;
@@ -107,10 +107,6 @@ pub struct PgbackrestStanza;
 impl Module for PgbackrestStanza {
     type Args = Args;
     const NAME: &'static str = "pgbackrest_stanza";
-
-    fn spec() -> Spec {
-        Spec::new(Args::options())
-    }
 
     fn execute(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
         let stanza = StanzaName::parse(&args.stanza)?;
