@@ -29,6 +29,12 @@ impl Pgbackrest {
         }
     }
 
+    /// No `--stanza` (`info` of every stanza of the repository).
+    pub fn without_stanza(mut self) -> Self {
+        self.argv.retain(|a| !a.starts_with("--stanza="));
+        self
+    }
+
     /// No log file (a drill's throwaway runs).
     pub fn no_log_file(self) -> Self {
         self.opt("--log-level-file=off")

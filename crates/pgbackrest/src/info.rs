@@ -121,6 +121,26 @@ pub struct Info {
 
 /// Parse `info --output=json` for `stanza`. A stanza absent from the output is missing.
 pub fn parse(stdout: &str, stanza: &str) -> Result<Info, Error> {
+    let found = parse_all(stdout)?
+        .into_iter()
+        .find(|(name, _)| name == stanza);
+    Ok(match found {
+        Some((_, info)) => info,
+        None => Info {
+            status: Status {
+                code: MISSING,
+                message: "missing stanza path".to_owned(),
+                repos: Vec::new(),
+            },
+            backups: Vec::new(),
+            archives: Vec::new(),
+            pg_version: None,
+        },
+    })
+}
+
+/// Parse `info --output=json` for every stanza it lists: (name, info), in its order.
+pub fn parse_all(stdout: &str) -> Result<Vec<(String, Info)>, Error> {
     let clean = sanitize(stdout);
     let start = clean
         .find('[')
@@ -133,25 +153,20 @@ pub fn parse(stdout: &str, stanza: &str) -> Result<Info, Error> {
     let list = json
         .as_array()
         .ok_or_else(|| Error::Info("pgbackrest info printed JSON that is not a list".into()))?;
-    let Some(entry) = list.iter().find(|s| s["name"].as_str() == Some(stanza)) else {
-        return Ok(Info {
-            status: Status {
-                code: MISSING,
-                message: "missing stanza path".to_owned(),
-                repos: Vec::new(),
-            },
-            backups: Vec::new(),
-            archives: Vec::new(),
-            pg_version: None,
-        });
-    };
+    Ok(list
+        .iter()
+        .map(|entry| (text(&entry["name"]), entry_info(entry)))
+        .collect())
+}
+
+fn entry_info(entry: &Value) -> Info {
     let dbs = entry["db"].as_array().cloned().unwrap_or_default();
     let repos = entry["repo"]
         .as_array()
         .map(|repos| repos.iter().map(|r| repo_status(r, &dbs)).collect())
         .unwrap_or_default();
     let list_of = |key: &str| entry[key].as_array().cloned().unwrap_or_default();
-    Ok(Info {
+    Info {
         status: Status {
             code: entry["status"]["code"].as_i64().unwrap_or(99),
             message: text(&entry["status"]["message"]),
@@ -164,7 +179,21 @@ pub fn parse(stdout: &str, stanza: &str) -> Result<Info, Error> {
             .max_by_key(|d| d["id"].as_i64().unwrap_or_default())
             .map(|d| text(&d["version"]))
             .filter(|v| !v.is_empty()),
-    })
+    }
+}
+
+/// What a `status.code` means, in pgBackRest's words.
+pub fn meaning(code: i64) -> &'static str {
+    match code {
+        0 => "ok",
+        1 => "missing stanza path",
+        2 => "no valid backups",
+        3 => "missing stanza data",
+        4 => "different across repos",
+        5 => "database mismatch across repos",
+        6 => "requested backup not found",
+        _ => "other (the repository could not be read: see the message)",
+    }
 }
 
 fn text(v: &Value) -> String {

@@ -1,0 +1,77 @@
+"""pgbackrest_info against real repositories: a posix one with full + diff + incr backups, a
+stanza that is not there, and S3 over TLS with an aes-256-cbc cipher, read with the right and a
+wrong cipher pass. No secret of the configuration may appear in any result."""
+
+import json
+
+import pytest
+
+from harness import as_postgres, run_module
+from test_harness_s3 import STANZA as S3_STANZA
+# The S3 repository's fixtures (an endpoint over TLS, a cipher, a full backup): shared code, each
+# test module gets its own instances.
+from test_harness_s3 import archived_wal, full_backup, repo, stanza
+
+__all__ = ["archived_wal", "full_backup", "repo", "stanza"]
+
+
+@pytest.fixture(scope="module")
+def chain(repo_setup):
+    """The shared drill repository (a full backup) with a diff and an incr on top."""
+    conf, name = repo_setup["conf"], "drill"
+    pgb = lambda *a: as_postgres("pgbackrest", f"--config={conf}", f"--stanza={name}", *a)  # noqa: E731
+    repo_setup["cluster"].psql("INSERT INTO users (name) VALUES ('d')")
+    pgb("--type=diff", "backup")
+    repo_setup["cluster"].psql("INSERT INTO users (name) VALUES ('i')")
+    pgb("--type=incr", "backup")
+    return repo_setup
+
+
+def info(module_bin, **args):
+    rc, out = run_module(module_bin("pgbackrest_info"), args)
+    assert rc == 0, out
+    assert out["changed"] is False
+    return out
+
+
+def test_a_full_diff_incr_chain_is_reported_with_its_dependencies(module_bin, chain):
+    out = info(module_bin, config=str(chain["conf"]), stanza="drill", set_facts=True)
+    assert out["ok"] is True
+    [s] = out["stanzas"]
+    assert s["status"] == {"code": 0, "message": "ok", "meaning": "ok"}
+    types = [b["type"] for b in s["backups"]]
+    assert types == ["full", "diff", "incr"], types
+    full, diff, incr = s["backups"]
+    assert diff["prior"] == full["label"] and incr["prior"] == diff["label"]
+    assert (s["last_full"], s["last_diff"], s["last_incr"]) == (full["label"], diff["label"], incr["label"])
+    assert all(b["stop"] >= b["start"] > 0 and b["size"] > 0 and not b["error"] for b in s["backups"])
+    assert s["archives"][0]["min"] <= full["wal_start"] <= s["archives"][0]["max"]
+    assert out["ansible_facts"]["pgbackrest_info"]["stanzas"][0]["name"] == "drill"
+
+
+def test_check_mode_reports_the_same_and_every_stanza_is_listed_without_one(module_bin, chain):
+    out = info(module_bin, config=str(chain["conf"]), _ansible_check_mode=True)
+    assert [s["name"] for s in out["stanzas"]] == ["drill"]
+    assert "--stanza" not in out["commands"][0]
+
+
+def test_a_missing_stanza_is_status_1(module_bin, chain):
+    out = info(module_bin, config=str(chain["conf"]), stanza="nosuch")
+    assert out["ok"] is False
+    assert out["stanzas"][0]["status"]["code"] == 1
+    assert out["stanzas"][0]["status"]["meaning"] == "missing stanza path"
+
+
+def test_s3_over_tls_with_the_right_and_a_wrong_cipher_pass(module_bin, repo, full_backup):
+    out = info(module_bin, config=str(repo.config), stanza=S3_STANZA, io_timeout=10)
+    assert out["ok"] is True, out
+    [s] = out["stanzas"]
+    assert s["repos"][0]["cipher"] == "aes-256-cbc"
+    assert [b["type"] for b in s["backups"]] == ["full"]
+    wrong = repo.write_config("pgbackrest-wrong-pass.conf", **{"repo1-cipher-pass": repo.wrong_cipher_pass})
+    bad = info(module_bin, config=str(wrong), stanza=S3_STANZA, io_timeout=10)
+    assert bad["ok"] is False
+    assert bad["stanzas"][0]["status"]["code"] == 99, bad
+    text = json.dumps(out) + json.dumps(bad)
+    for secret in repo.secret_values() + [repo.s3.access_key]:
+        assert str(secret) not in text
