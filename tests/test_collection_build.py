@@ -43,6 +43,12 @@ def test_ansible_doc_lists_and_shows_every_module(ansible):
         assert doc["doc"]["attributes"]["check_mode"]["support"] == "full"
         used = list(_example_modules(doc["examples"]))
         assert f"veza.pgbackrest.{m}" in used and all(u.count(".") == 2 for u in used), used
+        # The text an operator reads renders too (a `: ` in a plain YAML note once made it a
+        # mapping, which only the text renderer chokes on).
+        text = subprocess.run(["ansible-doc", f"veza.pgbackrest.{m}"], env=ansible.env, capture_output=True,
+                              text=True)
+        assert text.returncode == 0 and "ERROR" not in text.stderr, text.stderr
+        assert "OPTIONS" in text.stdout and "EXAMPLES" in text.stdout, text.stdout[:500]
 
 
 def _example_modules(examples):

@@ -293,9 +293,13 @@ def corrupt_backup(relation, checksums):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def test_heap_corruption_outside_the_smoke_table_fails_amcheck_and_dump(drill):
+@pytest.mark.parametrize("sandbox", ["host", "incus"])
+def test_heap_corruption_outside_the_smoke_table_fails_amcheck_and_dump(drill, sandbox, request):
+    extra = {}
+    if sandbox == "incus":
+        extra = {"sandbox": "incus", "image": request.getfixturevalue("drill_image")}
     with corrupt_backup("ledger", checksums=False) as conf:
-        rc, out = drill(conf, stanza="fgx", checks=["amcheck", "dump", "checksums"])
+        rc, out = drill(conf, stanza="fgx", checks=["amcheck", "dump", "checksums"], **extra)
         assert_red(drill, rc, out, "amcheck_failed", stanza="fgx")
         assert out["checks"]["smoke"]["state"] == "pass"
         assert out["checks"]["dump"]["state"] == "fail", out["checks"]
