@@ -138,8 +138,21 @@ pub fn looks_secret(name: &str) -> bool {
     .any(|s| name.ends_with(s))
 }
 
+/// No pgBackRest option name is longer (the longest is about 40 characters): a longer name gets
+/// no suggestion, so the search stays microseconds whatever is given.
+pub const MAX_NAME: usize = 64;
+
+/// Whether `name`, unknown or known, names a secret or is a near miss of one
+/// (`repo1-cipher-pas`): its value must be masked wherever it could be echoed.
+pub fn is_secret_or_near(name: &str) -> bool {
+    is_secret(name) || suggest(name).is_some_and(|s| is_secret(&s))
+}
+
 /// The closest known option name, for "did you mean" hints.
 pub fn suggest(name: &str) -> Option<String> {
+    if name.len() > MAX_NAME {
+        return None;
+    }
     let (stem, prefix) = match split_index(name) {
         Some((base, kind, n)) => (base, Some((kind, n))),
         None => (name.to_owned(), None),
@@ -213,6 +226,10 @@ mod tests {
         assert_eq!(suggest("pg3-pth").as_deref(), Some("pg3-path"));
         assert_eq!(suggest("compres-type").as_deref(), Some("compress-type"));
         assert_eq!(suggest("completely-unrelated-thing"), None);
+        assert_eq!(suggest(&"repo1-path".repeat(100_000)), None);
+        assert!(is_secret_or_near("repo1-cipher-pas"));
+        assert!(is_secret_or_near("repo2-s3-key-secre"));
+        assert!(!is_secret_or_near("repo1-pth"));
     }
 
     #[test]

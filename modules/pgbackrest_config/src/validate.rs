@@ -83,7 +83,8 @@ fn bodies(args: &Args) -> Vec<(String, &Value)> {
 pub fn register_secrets(args: &Args, ctx: &mut Context) {
     for (place, value) in bodies(args) {
         let key = place.rsplit('.').next().unwrap_or_default();
-        if options::is_secret(key) {
+        // A near miss of a secret's name (`repo1-cipher-pas`) holds a secret all the same.
+        if options::is_secret_or_near(key) {
             for v in scalars(value) {
                 ctx.add_secret(&v);
             }
@@ -254,11 +255,14 @@ fn section(
         if value.is_null() {
             continue; // null leaves an option out (handy with conditional values)
         }
-        if !valid_key(key) {
+        if !valid_key(key) || key.len() > options::MAX_NAME {
+            let shown: String = key.chars().take(options::MAX_NAME).collect();
+            let more = if shown.len() < key.len() { "..." } else { "" };
             errors.push(format!(
-                "{place}: '{}' is not a pgBackRest option name \
-                 (lowercase letters, digits and '-')",
-                key.escape_default()
+                "{place}: '{}{more}' is not a pgBackRest option name \
+                 (lowercase letters, digits and '-'; at most {} characters)",
+                shown.escape_default(),
+                options::MAX_NAME
             ));
             continue;
         }

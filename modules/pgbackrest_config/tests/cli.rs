@@ -257,3 +257,44 @@ fn sidecar_docs_match_the_spec() {
         &pgbackrest_config::PgbackrestConfig::spec(),
     );
 }
+
+#[test]
+fn a_secret_under_a_mistyped_name_is_never_echoed() {
+    let dir = Scratch::new("mistyped");
+    let path = dir.path("pgbackrest.conf");
+    let canary = "mistyped-canary-Zq81mW0xPl7sV3nB";
+    let (code, out) = run(config(
+        &path,
+        json!({"global": {"repo1-path": "/var/lib/pgbackrest", "repo1-cipher-pas": canary}}),
+    ));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean 'repo1-cipher-pass'?"),
+        "{out}"
+    );
+    assert!(!out.to_string().contains(canary), "{out}");
+    assert!(dir.names().is_empty(), "{:?}", dir.names());
+}
+
+#[test]
+fn a_huge_option_name_is_refused_with_a_short_message() {
+    let dir = Scratch::new("huge");
+    let path = dir.path("pgbackrest.conf");
+    let huge = "repo1-".repeat(200_000);
+    let mut global = serde_json::Map::new();
+    global.insert(huge.clone(), json!("x"));
+    global.insert("repo1-path".into(), json!("/var/lib/pgbackrest"));
+    let (code, out) = run(config(&path, json!({ "global": global })));
+    assert_eq!(code, 1, "{out}");
+    let msg = out["msg"].as_str().unwrap();
+    assert!(msg.contains("is not a pgBackRest option name"), "{msg}");
+    assert!(
+        msg.len() < 1000,
+        "the message echoes the whole name: {} bytes",
+        msg.len()
+    );
+    assert!(dir.names().is_empty(), "{:?}", dir.names());
+}
