@@ -190,6 +190,22 @@ def test_pgbackrest_errors_keep_their_exit_code(binary, reinitialized, work):
     assert out["msg"].startswith(f"creating stanza '{STANZA}': `pgbackrest ") and "exited with code 56" in out["msg"], out
 
 
+def test_present_never_skips_the_database_match_when_the_cluster_does_not_answer(binary, reinitialized, work):
+    """An existing stanza, PostgreSQL down, the role given: the module cannot compare the stanza
+    with the running cluster, so it fails (56) instead of reporting the stanza fine."""
+    cluster = reinitialized
+    conf = cluster_conf(work, cluster, **{"db-timeout": "5"})
+    rc, out = stanza(binary, conf, cluster.pgdata, source="sql")
+    assert rc == 0, out
+    cluster.stop()
+    try:
+        rc, out = stanza(binary, conf, cluster.pgdata, role="primary", connect_timeout=3)
+    finally:
+        cluster.start()
+    assert rc == 56 and out["failed"] is True and out["changed"] is False, out
+    assert "cannot be checked" in out["msg"], out["msg"]
+
+
 # -- S3 over TLS, aes-256-cbc + zstd -------------------------------------------------------------
 
 @pytest.fixture(scope="module")

@@ -62,82 +62,79 @@ fn label(value: &str) -> String {
 /// Render the file. `last_success` is the timestamp of the last passing drill (this one when it
 /// passed).
 pub fn render(prefix: &str, r: &Report, last_success: Option<f64>) -> String {
-    let s = label(&r.stanza);
+    let st = format!("stanza=\"{}\"", label(&r.stanza));
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, samples: &[(String, f64)]| {
-        if samples.is_empty() {
-            return;
-        }
-        let _ = writeln!(out, "# HELP {prefix}_{name} {help}");
-        let _ = writeln!(out, "# TYPE {prefix}_{name} gauge");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{prefix}_{name}{{{labels}}} {value}");
-        }
-    };
-    let st = format!("stanza=\"{s}\"");
-    gauge(
-        "last_success",
-        "Whether the last restore drill passed (1) or failed (0).",
-        &[(st.clone(), f64::from(u8::from(r.success)))],
-    );
-    gauge(
-        "last_run_timestamp_seconds",
-        "Start of the last restore drill, seconds since the epoch.",
-        &[(st.clone(), r.run_timestamp)],
-    );
-    gauge(
-        "last_success_timestamp_seconds",
-        "Start of the last passing restore drill, seconds since the epoch.",
-        &last_success
-            .map(|t| vec![(st.clone(), t)])
-            .unwrap_or_default(),
-    );
-    gauge(
-        "duration_seconds",
-        "Wall time of the last restore drill.",
-        &[(st.clone(), round(r.duration))],
-    );
-    gauge(
-        "restore_seconds",
-        "Restore start to end of recovery in the last drill (measured RTO).",
-        &r.restore_seconds
-            .map(|v| vec![(st.clone(), round(v))])
-            .unwrap_or_default(),
-    );
-    let opt = |v: Option<f64>| v.map(|v| vec![(st.clone(), round(v))]).unwrap_or_default();
-    gauge(
-        "recovery_target_age_seconds",
-        "Drill start minus the time of the last transaction the restore replayed.",
-        &opt(r.recovery_target_age),
-    );
-    gauge(
-        "data_loss_seconds",
-        "Drill start minus the newest restored data (freshness marker): the measured RPO.",
-        &opt(r.data_loss),
-    );
-    gauge(
-        "max_data_loss_seconds",
-        "The drill's data-loss budget (max_data_loss).",
-        &opt(r.max_data_loss),
-    );
-    gauge(
-        "backup_age_seconds",
-        "Drill start minus the end of the backup set the drill restored.",
-        &opt(r.backup_age),
-    );
-    gauge(
-        "max_backup_age_seconds",
-        "The drill's backup-age budget (max_backup_age).",
-        &opt(r.max_backup_age),
-    );
-    gauge(
-        "backup_label",
-        "The backup set the last drill restored (info metric, always 1).",
-        &r.backup_label
-            .as_deref()
-            .map(|b| vec![(format!("{st},label=\"{}\"", label(b)), 1.0)])
-            .unwrap_or_default(),
-    );
+    // One sample per stanza each; absent values leave their metric out.
+    let scalars: [(&str, &str, Option<f64>); 11] = [
+        (
+            "last_success",
+            "Whether the last restore drill passed (1) or failed (0).",
+            Some(f64::from(u8::from(r.success))),
+        ),
+        (
+            "last_run_timestamp_seconds",
+            "Start of the last restore drill, seconds since the epoch.",
+            Some(r.run_timestamp),
+        ),
+        (
+            "last_success_timestamp_seconds",
+            "Start of the last passing restore drill, seconds since the epoch.",
+            last_success,
+        ),
+        (
+            "duration_seconds",
+            "Wall time of the last restore drill.",
+            Some(round(r.duration)),
+        ),
+        (
+            "restore_seconds",
+            "Restore start to end of recovery in the last drill (measured RTO).",
+            r.restore_seconds.map(round),
+        ),
+        (
+            "recovery_target_age_seconds",
+            "Drill start minus the time of the last transaction the restore replayed.",
+            r.recovery_target_age.map(round),
+        ),
+        (
+            "data_loss_seconds",
+            "Drill start minus the newest restored data (freshness marker): the measured RPO.",
+            r.data_loss.map(round),
+        ),
+        (
+            "max_data_loss_seconds",
+            "The drill's data-loss budget (max_data_loss).",
+            r.max_data_loss.map(round),
+        ),
+        (
+            "backup_age_seconds",
+            "Drill start minus the end of the backup set the drill restored.",
+            r.backup_age.map(round),
+        ),
+        (
+            "max_backup_age_seconds",
+            "The drill's backup-age budget (max_backup_age).",
+            r.max_backup_age.map(round),
+        ),
+        (
+            "backup_label",
+            "The backup set the last drill restored (info metric, always 1).",
+            r.backup_label.as_ref().map(|_| 1.0),
+        ),
+    ];
+    for (name, help, value) in scalars {
+        let labels = match (name, &r.backup_label) {
+            ("backup_label", Some(b)) => format!("{st},label=\"{}\"", label(b)),
+            _ => st.clone(),
+        };
+        gauge(
+            &mut out,
+            prefix,
+            name,
+            help,
+            value.map(|v| (labels, v)).as_slice(),
+        );
+    }
     let by_check = |skipped: bool| -> Vec<(String, f64)> {
         r.checks
             .iter()
@@ -149,25 +146,42 @@ pub fn render(prefix: &str, r: &Report, last_success: Option<f64>) -> String {
             .collect()
     };
     gauge(
+        &mut out,
+        prefix,
         "check_success",
         "Whether each check of the last drill that ran passed (1) or failed (0).",
         &by_check(false),
     );
     gauge(
+        &mut out,
+        prefix,
         "check_skipped",
         "Checks of the last drill that could not apply (1; data checksums off): not a pass.",
         &by_check(true),
     );
+    let reason = r.reason.as_deref().filter(|_| !r.success);
     gauge(
+        &mut out,
+        prefix,
         "failure_reason",
         "Why the last drill failed (info metric, always 1; absent after a pass).",
-        &r.reason
-            .as_deref()
-            .filter(|_| !r.success)
+        &reason
             .map(|why| vec![(format!("{st},reason=\"{}\"", label(why)), 1.0)])
             .unwrap_or_default(),
     );
     out
+}
+
+/// One gauge with its HELP and TYPE lines; nothing when it has no sample.
+fn gauge(out: &mut String, prefix: &str, name: &str, help: &str, samples: &[(String, f64)]) {
+    if samples.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP {prefix}_{name} {help}");
+    let _ = writeln!(out, "# TYPE {prefix}_{name} gauge");
+    for (labels, value) in samples {
+        let _ = writeln!(out, "{prefix}_{name}{{{labels}}} {value}");
+    }
 }
 
 fn round(v: f64) -> f64 {

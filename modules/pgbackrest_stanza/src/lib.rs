@@ -123,11 +123,7 @@ impl Module for PgbackrestStanza {
         }
         // pgBackRest refuses to run as root with a repository owned by postgres, pg_autoctl refuses
         // root, peer authentication wants the database user: become that user for the whole run.
-        if let Some(user) = args.become_user.as_deref().filter(|u| !u.is_empty()) {
-            RunAs::user(user)
-                .and_then(|u| u.become_user())
-                .map_err(|e| anyhow::anyhow!("become_user: {e}"))?;
-        }
+        RunAs::become_option(args.become_user.as_deref()).map_err(anyhow::Error::msg)?;
         let conf = conf::read(&args.config, stanza.as_str())?;
         for secret in conf.secrets.iter().chain(conf::env_secrets().iter()) {
             ctx.add_secret(secret);
@@ -142,50 +138,10 @@ impl Module for PgbackrestStanza {
             commands: Vec::new(),
             queries: Vec::new(),
         };
-
-        // Who may act.
-        let role = if let Some(given) = args.role {
-            Some(given)
-        } else if args.only_on_primary {
-            let det = pg_role::detect(
-                &DetectOptions {
-                    source: args.source,
-                    pgdata: pgdata.as_deref(),
-                    pg_autoctl_path: &args.pg_autoctl_path,
-                    login: &args.login,
-                },
-                ctx,
-            )
-            .context("detecting this node's role")?;
-            run.commands.extend(det.commands.iter().cloned());
-            run.queries.extend(det.queries.iter().cloned());
-            if det.role == Role::Unknown {
-                let why = det
-                    .unknown_reason
-                    .unwrap_or_else(|| "no witness answered".into());
-                return Ok(run.skipped(
-                    Role::Unknown,
-                    format!(
-                        "the role of this node is unknown ({why}); \
-                         only the writable primary manages the stanza"
-                    ),
-                ));
-            }
-            Some(det.role)
-        } else {
-            None
+        let role = match who_may_act(&mut run, pgdata.as_deref(), ctx)? {
+            Ok(role) => role,
+            Err(skipped) => return Ok(skipped),
         };
-        if args.only_on_primary && role != Some(Role::Primary) {
-            let role = role.unwrap_or(Role::Unknown);
-            let reason = format!(
-                "this node is not the writable primary (role {}); \
-                 only the primary manages stanza '{}'",
-                role.name(),
-                stanza.as_str()
-            );
-            return Ok(run.skipped(role, reason));
-        }
-
         // Serialize runs on this host: the probe and the change happen under one lock.
         let _lock = if ctx.check_mode {
             None
@@ -212,38 +168,99 @@ impl Module for PgbackrestStanza {
                     .exit_code(code))
             }
         };
-        let commands = run.commands_for(action, &before);
-        let changed = action != Action::None;
-        if ctx.check_mode || !changed {
-            if ctx.check_mode {
-                run.commands.extend(commands.iter().map(Cmd::display));
-            }
-            return Ok(run
-                .response(&before, None, action, role)
-                .changed(changed)
-                .diff(diff(&before, action, stanza.as_str())));
+        Ok(apply(&mut run, &before, action, role, ctx.check_mode))
+    }
+}
+
+/// Whether this node may manage the stanza: `Ok(role)` (`None`: not asked), or the skipped
+/// result of a node that is not the writable primary.
+fn who_may_act(
+    run: &mut Run<'_>,
+    pgdata: Option<&Path>,
+    ctx: &mut Context,
+) -> anyhow::Result<Result<Option<Role>, Response>> {
+    let args = run.args;
+    let role = if let Some(given) = args.role {
+        Some(given)
+    } else if args.only_on_primary {
+        let det = pg_role::detect(
+            &DetectOptions {
+                source: args.source,
+                pgdata,
+                pg_autoctl_path: &args.pg_autoctl_path,
+                login: &args.login,
+            },
+            ctx,
+        )
+        .context("detecting this node's role")?;
+        run.commands.extend(det.commands.iter().cloned());
+        run.queries.extend(det.queries.iter().cloned());
+        if det.role == Role::Unknown {
+            let why = det
+                .unknown_reason
+                .unwrap_or_else(|| "no witness answered".into());
+            let reason = format!(
+                "the role of this node is unknown ({why}); \
+                 only the writable primary manages the stanza"
+            );
+            return Ok(Err(run.skipped(Role::Unknown, reason)));
         }
-        for cmd in &commands {
-            run.commands.push(cmd.display());
-            if let Err(e) = cmd.run() {
-                let code = e.code().unwrap_or(1);
-                let after = run.info().ok();
-                return Ok(run
-                    .response(&before, after.as_ref(), action, role)
-                    .changed(after.as_ref() != Some(&before))
-                    .field("rc", code)
-                    .fail(failure(action, stanza.as_str(), &e))
-                    .exit_code(code));
-            }
+        Some(det.role)
+    } else {
+        None
+    };
+    if args.only_on_primary && role != Some(Role::Primary) {
+        let role = role.unwrap_or(Role::Unknown);
+        let reason = format!(
+            "this node is not the writable primary (role {}); \
+             only the primary manages stanza '{}'",
+            role.name(),
+            run.stanza.as_str()
+        );
+        return Ok(Err(run.skipped(role, reason)));
+    }
+    Ok(Ok(role))
+}
+
+/// Run the plan's commands (in check mode: only say them) and report.
+fn apply(
+    run: &mut Run<'_>,
+    before: &Status,
+    action: Action,
+    role: Option<Role>,
+    check_mode: bool,
+) -> Response {
+    let stanza = run.stanza.as_str().to_owned();
+    let commands = run.commands_for(action, before);
+    let changed = action != Action::None;
+    if check_mode || !changed {
+        if check_mode {
+            run.commands.extend(commands.iter().map(Cmd::display));
         }
-        let after = match run.info() {
-            Ok(s) => s,
-            Err(InfoError(code, msg)) => return Ok(run.failed_probe(code, msg).changed(true)),
-        };
-        Ok(run
-            .response(&before, Some(&after), action, role)
+        return run
+            .response(before, None, action, role)
+            .changed(changed)
+            .diff(diff(before, action, &stanza));
+    }
+    for cmd in &commands {
+        run.commands.push(cmd.display());
+        if let Err(e) = cmd.run() {
+            let code = e.code().unwrap_or(1);
+            let after = run.info().ok();
+            return run
+                .response(before, after.as_ref(), action, role)
+                .changed(after.as_ref() != Some(before))
+                .field("rc", code)
+                .fail(failure(action, &stanza, &e))
+                .exit_code(code);
+        }
+    }
+    match run.info() {
+        Ok(after) => run
+            .response(before, Some(&after), action, role)
             .changed(true)
-            .diff(diff(&before, action, stanza.as_str())))
+            .diff(diff(before, action, &stanza)),
+        Err(InfoError(code, msg)) => run.failed_probe(code, msg).changed(true),
     }
 }
 
@@ -307,11 +324,16 @@ fn plan(
                     ),
                 )),
                 (State::Upgraded, Some(_)) => Ok(Action::Upgrade),
-                (State::Upgraded, None) if cluster.is_none() => Err((
+                // The match with the running cluster is never skipped quietly: a failed login
+                // would otherwise report an unchecked stanza as fine.
+                (state, None) if cluster.is_none() => Err((
                     56,
-                    "state=upgraded: the running cluster's system id and version could not be \
-                     read (is PostgreSQL up and the login right?)"
-                        .to_owned(),
+                    format!(
+                        "state={}: the running cluster's system id and version could not be \
+                         read (is PostgreSQL up and the login right?), so the stanza's match \
+                         with it cannot be checked",
+                        state.name()
+                    ),
                 )),
                 _ if !missing_on.is_empty() => Ok(Action::Create),
                 _ => Ok(Action::None),
@@ -444,7 +466,7 @@ impl Run<'_> {
         cmds
     }
 
-    fn skipped(self, role: Role, reason: String) -> Response {
+    fn skipped(&self, role: Role, reason: String) -> Response {
         Response::new()
             .msg(reason.clone())
             .field("stanza", self.stanza.as_str())
@@ -521,6 +543,10 @@ mod tests {
             plan(State::Upgraded, &v, Some(&db), &ok, false),
             Ok(Action::None)
         );
+        // No answer from the cluster: the match is not checked, so it fails instead of passing.
+        for state in [State::Present, State::Upgraded] {
+            assert_eq!(plan(state, &v, None, &ok, false).unwrap_err().0, 56);
+        }
         assert_eq!(plan(State::Absent, &v, None, &ok, false).unwrap_err().0, 1);
         assert_eq!(plan(State::Absent, &v, None, &ok, true), Ok(Action::Delete));
         let other = status(0, "2");
