@@ -154,3 +154,13 @@ fn sidecar_docs_match_the_spec() {
         &pg_role_detect::PgRoleDetect::spec(),
     );
 }
+
+#[test]
+fn a_pgdata_that_is_not_a_directory_is_refused_naming_it() {
+    let (code, out) = run_file(json!({"pgdata": "/nonexistent/pg/data", "source": "sql"}));
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(
+        out["msg"].as_str().unwrap(),
+        "pgdata: '/nonexistent/pg/data' is not a directory"
+    );
+}

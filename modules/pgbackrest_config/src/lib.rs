@@ -69,6 +69,20 @@ impl Module for PgbackrestConfig {
         // Before anything can fail with a message: every secret value is known to the scrubber.
         validate::register_secrets(&args, ctx);
         let mode = parse_mode(&args.mode)?;
+        // Anyone able to write the file could add options pgBackRest runs as postgres with; a
+        // file with a repository secret is for its owner and group only.
+        if mode & 0o002 != 0 || (mode & 0o007 != 0 && validate::has_secrets(&args)) {
+            bail!(
+                "mode: '{mode:04o}' gives others access to a pgBackRest configuration{}; \
+                 use 0640 or 0600",
+                if mode & 0o002 != 0 {
+                    ""
+                } else {
+                    " that holds secrets"
+                }
+            );
+        }
+        validate::check_vars(&args).map_err(anyhow::Error::msg)?;
         let attrs = Attrs {
             owner: Some(args.owner.clone()),
             group: Some(args.group.clone()),

@@ -79,6 +79,38 @@ fn bodies(args: &Args) -> Vec<(String, &Value)> {
     all
 }
 
+/// Whether the file will hold a secret (a value under a secret's name, or a near miss of one).
+pub fn has_secrets(args: &Args) -> bool {
+    bodies(args).iter().any(|(place, value)| {
+        let key = place.rsplit('.').next().unwrap_or_default();
+        options::is_secret_or_near(key) && !value.is_null()
+    })
+}
+
+/// `vars` reach an operator's template as they are: a value with a newline or another control
+/// character could add lines or `[sections]` that no validation saw. The error names the key.
+pub fn check_vars(args: &Args) -> Result<(), String> {
+    fn walk(place: &str, value: &Value) -> Result<(), String> {
+        match value {
+            Value::String(s) if s.chars().any(char::is_control) => Err(format!(
+                "{place}: holds a control character (a newline could inject lines or sections \
+                 into the template)"
+            )),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, v)| walk(&format!("{place}[{i}]"), v)),
+            Value::Object(map) => map
+                .iter()
+                .try_for_each(|(k, v)| walk(&format!("{place}.{k}"), v)),
+            _ => Ok(()),
+        }
+    }
+    args.vars
+        .iter()
+        .try_for_each(|(k, v)| walk(&format!("vars.{k}"), v))
+}
+
 /// Tell the scrubber every secret value, before any message can be produced.
 pub fn register_secrets(args: &Args, ctx: &mut Context) {
     for (place, value) in bodies(args) {

@@ -298,3 +298,44 @@ fn a_huge_option_name_is_refused_with_a_short_message() {
     );
     assert!(dir.names().is_empty(), "{:?}", dir.names());
 }
+
+#[test]
+fn a_mode_open_to_others_is_refused_for_secrets_and_for_writing() {
+    let dir = Scratch::new("modes");
+    let path = dir.path("pgbackrest.conf");
+    let secret = json!({"repo1-path": "/var/lib/pgbackrest", "repo1-cipher-type": "aes-256-cbc",
+                        "repo1-cipher-pass": "mode-canary-Kq2xT9vLm4pZ8wR1sY6u"});
+    let (code, out) = run(config(&path, json!({"mode": "0644", "global": secret})));
+    assert_eq!(code, 1, "{out}");
+    let msg = out["msg"].as_str().unwrap();
+    assert!(msg.starts_with("mode: '0644' gives others access"), "{msg}");
+    assert!(msg.contains("holds secrets"), "{msg}");
+    // Without a secret, readable by others is fine, writable by others never.
+    ok(config(&path, json!({"mode": "0644"})));
+    let (code, out) = run(config(&dir.path("other.conf"), json!({"mode": "0666"})));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out["msg"].as_str().unwrap().starts_with("mode: '0666'"),
+        "{out}"
+    );
+    assert_eq!(dir.names(), ["pgbackrest.conf"]);
+}
+
+#[test]
+fn template_vars_cannot_inject_lines() {
+    let dir = Scratch::new("vars");
+    let path = dir.path("pgbackrest.conf");
+    let (code, out) = run(config(
+        &path,
+        json!({"vars": {"note": "x\n[evil]\nrepo1-path=/tmp"}}),
+    ));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("vars.note: holds a control character"),
+        "{out}"
+    );
+    assert!(dir.names().is_empty(), "{:?}", dir.names());
+}
