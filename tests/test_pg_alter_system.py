@@ -75,6 +75,15 @@ def test_archive_command_needs_only_a_reload_and_second_run_is_unchanged(cluster
     assert (again["changed"], again["queries"], again["settings"]["archive_command"]["changed"]) == (False, [], False)
 
 
+def test_an_empty_list_setting_is_unchanged_on_the_second_run(cluster, binary):
+    # PostgreSQL shows an empty search_path as "": that is what '' asked for, not a change.
+    out = run_ok(binary, cluster, settings={"search_path": ""})
+    assert out["changed"] is True, out
+    again = run_ok(binary, cluster, settings={"search_path": ""})
+    assert (again["changed"], again["queries"]) == (False, []), again
+    run_ok(binary, cluster, reset=["search_path"])
+
+
 def test_archive_mode_waits_for_a_restart_and_second_run_is_unchanged(cluster, binary):
     pid = postmaster_pid(cluster)
     out = run_ok(binary, cluster, settings={"archive_mode": "on"})

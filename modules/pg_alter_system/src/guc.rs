@@ -163,6 +163,17 @@ impl Value {
     }
 }
 
+/// String settings that hold a list of names (GUC_LIST_QUOTE): PostgreSQL writes an empty list
+/// as `""`.
+const LIST_SETTINGS: &[&str] = &[
+    "search_path",
+    "temp_tablespaces",
+    "shared_preload_libraries",
+    "session_preload_libraries",
+    "local_preload_libraries",
+    "unix_socket_directories",
+];
+
 /// What PostgreSQL says about one setting (a row of `pg_settings`).
 #[derive(Debug, Clone)]
 pub struct Setting {
@@ -227,6 +238,10 @@ impl Setting {
             VarType::Integer => self.parse_int(text).map(Value::Int),
             VarType::Real => self.parse_real(text).map(Value::Real),
             VarType::Enum => self.parse_enum(text).map(Value::Enum),
+            // PostgreSQL shows an empty list setting as `""`: the same as the empty string given.
+            VarType::String if LIST_SETTINGS.contains(&self.name.as_str()) && text == "\"\"" => {
+                Ok(Value::Str(String::new()))
+            }
             VarType::String => Ok(Value::Str(text.to_owned())),
         }
     }
