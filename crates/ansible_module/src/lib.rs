@@ -12,6 +12,7 @@
 //! It also carries the helpers every module needs: [`process::Cmd`] to run programs (optionally as
 //! another user, secrets by environment only) and [`fs`] for atomic file writes.
 
+mod error;
 pub mod fs;
 pub mod options;
 pub mod process;
@@ -20,6 +21,7 @@ pub mod spec;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use error::Error;
 pub use secret::Secret;
 pub use spec::{Elem, Kind, Opt, Spec};
 

@@ -645,7 +645,7 @@ impl Module for PgAlterSystem {
             .map_err(anyhow::Error::msg)?;
         let login = Login::new(&args.login, None).map_err(anyhow::Error::msg)?;
         // Peer authentication wants the database user: a root module becomes that user first.
-        RunAs::become_option(args.become_user.as_deref()).map_err(anyhow::Error::msg)?;
+        RunAs::become_option(args.become_user.as_deref())?;
         if request.items.is_empty() {
             return Ok(response(&[], &[], false, ctx.check_mode));
         }

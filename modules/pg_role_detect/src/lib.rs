@@ -73,7 +73,7 @@ pub const EXIT_CHECK_BROKEN: i32 = 255;
 fn answer(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
     // pg_autoctl refuses to run as root, and peer authentication wants the database user:
     // a root module becomes that user first; it only reads, so it needs nothing else.
-    RunAs::become_option(args.become_user.as_deref()).map_err(anyhow::Error::msg)?;
+    RunAs::become_option(args.become_user.as_deref())?;
     let opts = DetectOptions {
         source: args.source,
         pgdata: args.pgdata.as_deref(),
