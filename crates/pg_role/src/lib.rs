@@ -184,8 +184,7 @@ pub fn detect(opts: &DetectOptions<'_>, ctx: &mut Context) -> anyhow::Result<Det
             .pgdata
             .or(keeper.as_ref().map(|k| k.pgdata.as_path()))
             .and_then(Postmaster::read);
-        let login = login_for(opts.login, postmaster.as_ref(), keeper.as_ref())
-            .map_err(anyhow::Error::msg)?;
+        let login = login_for(opts.login, postmaster.as_ref(), keeper.as_ref())?;
         det.queries.push(ROLE_QUERY.to_owned());
         match query_role(&login)? {
             Ok(state) => {
@@ -275,7 +274,7 @@ fn login_for(
     args: &LoginArgs,
     postmaster: Option<&Postmaster>,
     keeper: Option<&Keeper>,
-) -> Result<Login, String> {
+) -> Result<Login, postgres_access::Error> {
     let from_keeper = keeper.and_then(|k| {
         Some(Postmaster {
             pid: 0,
@@ -310,8 +309,7 @@ fn query_role(login: &Login) -> anyhow::Result<Result<SqlState, String>> {
             server_version_num: field(2).and_then(|v| v.parse().ok()).unwrap_or_default(),
             timeline: field(3).and_then(|v| v.parse().ok()),
         }))
-    })
-    .map_err(anyhow::Error::msg)?
+    })?
 }
 
 #[cfg(test)]
