@@ -12,7 +12,36 @@ use ansible_module::Context;
 use autoctl::{Keeper, NodeState, StateSource};
 use postgres_access::{Login, LoginArgs, Postmaster};
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::path::PathBuf;
+
+/// What can go wrong in this crate's helpers ([`detect`] itself answers with anyhow: it also
+/// passes on pg_autoctl's and PostgreSQL's errors, with what it was doing).
+#[derive(Debug)]
+pub enum Error {
+    /// `pg_autoctl show state` printed something that is not the state it documents.
+    State {
+        /// The command, for example `pg_autoctl show state --json`.
+        command: &'static str,
+        /// What is wrong with its output.
+        detail: String,
+    },
+    /// This node is not in the monitor's formation, or is in it more than once.
+    Node(String),
+    /// Several pg_auto_failover keepers, and nothing to choose one.
+    Keeper(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::State { command, detail } => write!(f, "parsing `{command}`: {detail}"),
+            Error::Node(m) | Error::Keeper(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
 
 /// Which witnesses to ask.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -136,10 +165,7 @@ pub fn detect(opts: &DetectOptions<'_>, ctx: &mut Context) -> anyhow::Result<Det
         match result {
             Ok(json) => {
                 det.monitor_reachable = Some(true);
-                autoctl_view = Some((
-                    autoctl::own_row(&json, k).map_err(anyhow::Error::msg)?,
-                    StateSource::Monitor,
-                ));
+                autoctl_view = Some((autoctl::own_row(&json, k)?, StateSource::Monitor));
             }
             Err(e) if e.code() == Some(autoctl::EXIT_MONITOR_UNREACHABLE) => {
                 det.monitor_reachable = Some(false);
@@ -157,10 +183,7 @@ pub fn detect(opts: &DetectOptions<'_>, ctx: &mut Context) -> anyhow::Result<Det
                 det.commands.push(cmd.display());
                 match local {
                     Ok(json) => {
-                        autoctl_view = Some((
-                            autoctl::local_row(&json).map_err(anyhow::Error::msg)?,
-                            StateSource::Local,
-                        ))
+                        autoctl_view = Some((autoctl::local_row(&json)?, StateSource::Local))
                     }
                     Err(e) => ctx.warn(format!(
                         "the keeper's local state could not be read either: {e}"
@@ -246,7 +269,7 @@ pub fn decide(
     }
 }
 
-fn find_keeper(opts: &DetectOptions<'_>) -> anyhow::Result<Option<Keeper>> {
+fn find_keeper(opts: &DetectOptions<'_>) -> Result<Option<Keeper>, Error> {
     if opts.source == Source::Sql {
         return Ok(None);
     }
@@ -257,7 +280,7 @@ fn find_keeper(opts: &DetectOptions<'_>) -> anyhow::Result<Option<Keeper>> {
     let mut keepers = Keeper::discover(&root);
     match keepers.len() {
         0 | 1 => Ok(keepers.pop()),
-        _ => anyhow::bail!(
+        _ => Err(Error::Keeper(format!(
             "several pg_auto_failover keepers are configured on this host ({}); \
              set pgdata to choose one",
             keepers
@@ -265,7 +288,7 @@ fn find_keeper(opts: &DetectOptions<'_>) -> anyhow::Result<Option<Keeper>> {
                 .map(|k| k.pgdata.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ),
+        ))),
     }
 }
 
