@@ -5,6 +5,7 @@
 //! new one, never a partial one. [`FileState`] reads what is there so a module can plan (and
 //! predict in check mode) before it writes.
 
+use crate::Error;
 use nix::unistd::{Gid, Group, Uid, User};
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
@@ -55,26 +56,32 @@ impl FileState {
 }
 
 /// Resolve a user name or number.
-pub fn resolve_uid(owner: &str) -> Result<Uid, String> {
+pub fn resolve_uid(owner: &str) -> Result<Uid, Error> {
     if let Ok(n) = owner.parse::<u32>() {
         return Ok(Uid::from_raw(n));
     }
     match User::from_name(owner) {
         Ok(Some(u)) => Ok(u.uid),
-        Ok(None) => Err(format!("owner '{owner}' does not exist")),
-        Err(e) => Err(format!("looking up owner '{owner}': {e}")),
+        Ok(None) => Err(Error::User(format!("owner '{owner}' does not exist"))),
+        Err(source) => Err(Error::Sys {
+            what: format!("looking up owner '{owner}'"),
+            source,
+        }),
     }
 }
 
 /// Resolve a group name or number.
-pub fn resolve_gid(group: &str) -> Result<Gid, String> {
+pub fn resolve_gid(group: &str) -> Result<Gid, Error> {
     if let Ok(n) = group.parse::<u32>() {
         return Ok(Gid::from_raw(n));
     }
     match Group::from_name(group) {
         Ok(Some(g)) => Ok(g.gid),
-        Ok(None) => Err(format!("group '{group}' does not exist")),
-        Err(e) => Err(format!("looking up group '{group}': {e}")),
+        Ok(None) => Err(Error::User(format!("group '{group}' does not exist"))),
+        Err(source) => Err(Error::Sys {
+            what: format!("looking up group '{group}'"),
+            source,
+        }),
     }
 }
 
@@ -97,7 +104,7 @@ impl Change {
 }
 
 /// Compare the wanted file with what is there.
-pub fn plan(current: Option<&FileState>, contents: &[u8], attrs: &Attrs) -> Result<Change, String> {
+pub fn plan(current: Option<&FileState>, contents: &[u8], attrs: &Attrs) -> Result<Change, Error> {
     let Some(cur) = current else {
         return Ok(Change {
             created: true,
@@ -122,7 +129,7 @@ pub fn plan(current: Option<&FileState>, contents: &[u8], attrs: &Attrs) -> Resu
 }
 
 /// Write `contents` to `path` atomically with `attrs`; the parent directory must exist.
-pub fn write_atomic(path: &Path, contents: &[u8], attrs: &Attrs) -> Result<(), String> {
+pub fn write_atomic(path: &Path, contents: &[u8], attrs: &Attrs) -> Result<(), Error> {
     write_atomic_with(path, contents, attrs, || {})
 }
 
@@ -133,14 +140,14 @@ pub fn write_atomic_with(
     contents: &[u8],
     attrs: &Attrs,
     before_rename: impl FnOnce(),
-) -> Result<(), String> {
+) -> Result<(), Error> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let name = path
         .file_name()
-        .ok_or_else(|| format!("{} is not a file path", path.display()))?;
+        .ok_or_else(|| Error::Invalid(format!("{} is not a file path", path.display())))?;
     let tmp: PathBuf = dir.join(format!(
         ".{}.{}.tmp",
         name.to_string_lossy(),
@@ -152,14 +159,15 @@ pub fn write_atomic_with(
             .create_new(true)
             .mode(0o600)
             .open(&tmp)
-            .map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+            .map_err(Error::io(format!("creating {}", tmp.display())))?;
         file.write_all(contents)
-            .map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+            .map_err(Error::io(format!("writing {}", tmp.display())))?;
         let uid = attrs.owner.as_deref().map(resolve_uid).transpose()?;
         let gid = attrs.group.as_deref().map(resolve_gid).transpose()?;
         if uid.is_some() || gid.is_some() {
-            std::os::unix::fs::fchown(&file, uid.map(Uid::as_raw), gid.map(Gid::as_raw))
-                .map_err(|e| format!("setting owner/group of {}: {e}", path.display()))?;
+            std::os::unix::fs::fchown(&file, uid.map(Uid::as_raw), gid.map(Gid::as_raw)).map_err(
+                Error::io(format!("setting owner/group of {}", path.display())),
+            )?;
         }
         let mode = attrs.mode.unwrap_or_else(|| {
             std::fs::metadata(path)
@@ -167,16 +175,19 @@ pub fn write_atomic_with(
                 .unwrap_or(0o644)
         });
         file.set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("setting mode of {}: {e}", path.display()))?;
+            .map_err(Error::io(format!("setting mode of {}", path.display())))?;
         file.sync_all()
-            .map_err(|e| format!("syncing {}: {e}", tmp.display()))?;
+            .map_err(Error::io(format!("syncing {}", tmp.display())))?;
         drop(file);
         before_rename();
-        std::fs::rename(&tmp, path)
-            .map_err(|e| format!("renaming {} to {}: {e}", tmp.display(), path.display()))?;
+        std::fs::rename(&tmp, path).map_err(Error::io(format!(
+            "renaming {} to {}",
+            tmp.display(),
+            path.display()
+        )))?;
         File::open(dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| format!("syncing directory {}: {e}", dir.display()))
+            .map_err(Error::io(format!("syncing directory {}", dir.display())))
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -185,16 +196,18 @@ pub fn write_atomic_with(
 }
 
 /// Apply owner, group and mode to an existing file (when only those differ).
-pub fn set_attrs(path: &Path, attrs: &Attrs) -> Result<(), String> {
+pub fn set_attrs(path: &Path, attrs: &Attrs) -> Result<(), Error> {
     let uid = attrs.owner.as_deref().map(resolve_uid).transpose()?;
     let gid = attrs.group.as_deref().map(resolve_gid).transpose()?;
     if uid.is_some() || gid.is_some() {
-        nix::unistd::chown(path, uid, gid)
-            .map_err(|e| format!("setting owner/group of {}: {e}", path.display()))?;
+        nix::unistd::chown(path, uid, gid).map_err(Error::sys(format!(
+            "setting owner/group of {}",
+            path.display()
+        )))?;
     }
     if let Some(mode) = attrs.mode {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("setting mode of {}: {e}", path.display()))?;
+            .map_err(Error::io(format!("setting mode of {}", path.display())))?;
     }
     Ok(())
 }
@@ -269,7 +282,7 @@ mod tests {
             },
         )
         .unwrap_err();
-        assert_eq!(err, "owner 'no-such-user-xyz' does not exist");
+        assert_eq!(err.to_string(), "owner 'no-such-user-xyz' does not exist");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
         std::fs::remove_dir_all(dir).unwrap();
     }

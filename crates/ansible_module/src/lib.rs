@@ -12,6 +12,7 @@
 //! It also carries the helpers every module needs: [`process::Cmd`] to run programs (optionally as
 //! another user, secrets by environment only) and [`fs`] for atomic file writes.
 
+mod error;
 pub mod fs;
 pub mod options;
 pub mod process;
@@ -21,6 +22,7 @@ pub mod spec;
 pub mod testing;
 pub mod time;
 
+pub use error::Error;
 pub use secret::Secret;
 #[doc(hidden)]
 pub use serde as __serde;

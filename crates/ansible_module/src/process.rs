@@ -5,6 +5,7 @@
 //! that user with nix before exec). Secrets go by environment only, never on the command line:
 //! [`Cmd::secret_env`] registers the value for scrubbing as well.
 
+use crate::Error;
 use nix::unistd::{Gid, Group, Uid, User};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -28,26 +29,28 @@ pub struct RunAs {
 
 impl RunAs {
     /// Look a user up by name (with its supplementary groups).
-    pub fn user(name: &str) -> Result<RunAs, String> {
+    pub fn user(name: &str) -> Result<RunAs, Error> {
         let user = User::from_name(name)
-            .map_err(|e| format!("looking up user '{name}': {e}"))?
-            .ok_or_else(|| format!("user '{name}' does not exist"))?;
+            .map_err(Error::sys(format!("looking up user '{name}'")))?
+            .ok_or_else(|| Error::User(format!("user '{name}' does not exist")))?;
         Ok(Self::from_user(user))
     }
 
     /// The owner of a path (for example a PostgreSQL data directory).
-    pub fn owner_of(path: &std::path::Path) -> Result<RunAs, String> {
+    pub fn owner_of(path: &std::path::Path) -> Result<RunAs, Error> {
         use std::os::unix::fs::MetadataExt as _;
-        let meta = std::fs::metadata(path)
-            .map_err(|e| format!("reading the owner of {}: {e}", path.display()))?;
+        let meta = std::fs::metadata(path).map_err(Error::io(format!(
+            "reading the owner of {}",
+            path.display()
+        )))?;
         let user = User::from_uid(Uid::from_raw(meta.uid()))
-            .map_err(|e| format!("looking up uid {}: {e}", meta.uid()))?
+            .map_err(Error::sys(format!("looking up uid {}", meta.uid())))?
             .ok_or_else(|| {
-                format!(
+                Error::User(format!(
                     "the owner of {} (uid {}) has no user entry",
                     path.display(),
                     meta.uid()
-                )
+                ))
             })?;
         Ok(Self::from_user(user))
     }
@@ -68,11 +71,11 @@ impl RunAs {
 
     /// The `become_user` option of a module: when the module runs as root, become that user for
     /// the rest of the run. `None` or empty keeps the current user.
-    pub fn become_option(user: Option<&str>) -> Result<(), String> {
+    pub fn become_option(user: Option<&str>) -> Result<(), Error> {
         match user.filter(|u| !u.is_empty()) {
             Some(name) => RunAs::user(name)
                 .and_then(|u| u.become_user())
-                .map_err(|e| format!("become_user: {e}")),
+                .map_err(|e| e.prefixed("become_user")),
             None => Ok(()),
         }
     }
@@ -84,19 +87,19 @@ impl RunAs {
 
     /// Make the current process this user, for good (before any work, while single-threaded).
     /// Does nothing when the process already is that user; fails when it is another non-root user.
-    pub fn become_user(&self) -> Result<(), String> {
+    pub fn become_user(&self) -> Result<(), Error> {
         if !self.needs_switch() {
             return Ok(());
         }
         if !Uid::effective().is_root() {
-            return Err(format!(
+            return Err(Error::User(format!(
                 "cannot switch to user '{}': the module runs as uid {}, not root",
                 self.name,
                 Uid::effective()
-            ));
+            )));
         }
         self.apply()
-            .map_err(|e| format!("switching to user '{}': {e}", self.name))?;
+            .map_err(Error::sys(format!("switching to user '{}'", self.name)))?;
         std::env::set_var("HOME", &self.home);
         std::env::set_var("USER", &self.name);
         std::env::set_var("LOGNAME", &self.name);

@@ -5,6 +5,7 @@
 //! `~/.config` of the user running it). Its `[pg_autoctl] name` identifies this node's row in the
 //! monitor's answer, and its `[postgresql] host/port` tell where the local server listens.
 
+use crate::Error;
 use ansible_module::process::{Cmd, CmdError, RunAs};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -12,6 +13,11 @@ use std::path::{Path, PathBuf};
 
 /// `pg_autoctl` exits with this code when it cannot reach the monitor.
 pub const EXIT_MONITOR_UNREACHABLE: i32 = 6;
+
+/// The monitor's view, as messages name it.
+const SHOW_STATE: &str = "pg_autoctl show state --json";
+/// The keeper's local view, as messages name it.
+const SHOW_LOCAL: &str = "pg_autoctl show state --local --json";
 
 /// A keeper (data node) configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,9 +158,12 @@ pub const DEMOTION_STATES: &[&str] = &[
 
 impl NodeState {
     /// One node's JSON object, read by hand: a derived `Deserialize` costs several KB in every
-    /// binary that detects roles.
-    fn from_json(v: &Value) -> Result<NodeState, String> {
-        let bad = |k: &str| format!("missing or invalid field `{k}`");
+    /// binary that detects roles. `command`, what printed it, is named in the error.
+    fn from_json(v: &Value, command: &'static str) -> Result<NodeState, Error> {
+        let bad = |k: &str| Error::State {
+            command,
+            detail: format!("missing or invalid field `{k}`"),
+        };
         let int = |k: &str| v.get(k).and_then(Value::as_i64).ok_or_else(|| bad(k));
         let text = |k: &str| {
             v.get(k)
@@ -218,18 +227,23 @@ pub fn show_state(
 }
 
 /// This node's row in the monitor's answer.
-pub fn own_row(json: &str, keeper: &Keeper) -> Result<NodeState, String> {
-    let rows: Vec<NodeState> = serde_json::from_str::<Value>(json)
-        .map_err(|e| e.to_string())
-        .and_then(|v| match v {
-            Value::Array(items) => items.iter().map(NodeState::from_json).collect(),
-            _ => Err("not a list".to_owned()),
-        })
-        .map_err(|e| format!("parsing `pg_autoctl show state --json`: {e}"))?;
+pub fn own_row(json: &str, keeper: &Keeper) -> Result<NodeState, Error> {
+    let unreadable = |detail: String| Error::State {
+        command: SHOW_STATE,
+        detail,
+    };
+    let rows: Vec<NodeState> =
+        match serde_json::from_str::<Value>(json).map_err(|e| unreadable(e.to_string()))? {
+            Value::Array(items) => items
+                .iter()
+                .map(|v| NodeState::from_json(v, SHOW_STATE))
+                .collect::<Result<_, _>>()?,
+            _ => return Err(unreadable("not a list".to_owned())),
+        };
     let by_name: Vec<&NodeState> = rows.iter().filter(|r| r.nodename == keeper.name).collect();
     match by_name.as_slice() {
         [one] => Ok((*one).clone()),
-        [] => Err(format!(
+        [] => Err(Error::Node(format!(
             "node '{}' (pgdata {}) is not in the monitor's formation; nodes: {}",
             keeper.name,
             keeper.pgdata.display(),
@@ -237,20 +251,21 @@ pub fn own_row(json: &str, keeper: &Keeper) -> Result<NodeState, String> {
                 .map(|r| r.nodename.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
-        )),
-        _ => Err(format!(
+        ))),
+        _ => Err(Error::Node(format!(
             "the monitor lists node name '{}' more than once",
             keeper.name
-        )),
+        ))),
     }
 }
 
 /// The local state file's view of this node.
-pub fn local_row(json: &str) -> Result<NodeState, String> {
-    serde_json::from_str::<Value>(json)
-        .map_err(|e| e.to_string())
-        .and_then(|v| NodeState::from_json(&v))
-        .map_err(|e| format!("parsing `pg_autoctl show state --local --json`: {e}"))
+pub fn local_row(json: &str) -> Result<NodeState, Error> {
+    let v = serde_json::from_str::<Value>(json).map_err(|e| Error::State {
+        command: SHOW_LOCAL,
+        detail: e.to_string(),
+    })?;
+    NodeState::from_json(&v, SHOW_LOCAL)
 }
 
 #[cfg(test)]
@@ -297,10 +312,22 @@ mod tests {
         assert!(!row.is_writable_primary());
         let other = r#"[{"node_id":1,"group_id":0,"nodehost":"h","nodename":"other","nodeport":1,
             "current_group_state":"single","assigned_group_state":"single"}]"#;
-        let err = own_row(other, &keeper()).unwrap_err();
+        let err = own_row(other, &keeper()).unwrap_err().to_string();
         assert!(
             err.contains("'node1'") && err.contains("nodes: other"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn unreadable_state_names_the_command_and_what_is_wrong() {
+        assert_eq!(
+            own_row("{}", &keeper()).unwrap_err().to_string(),
+            "parsing `pg_autoctl show state --json`: not a list"
+        );
+        assert_eq!(
+            local_row(r#"{"node_id":1}"#).unwrap_err().to_string(),
+            "parsing `pg_autoctl show state --local --json`: missing or invalid field `group_id`"
         );
     }
 

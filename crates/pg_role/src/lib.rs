@@ -12,7 +12,36 @@ use ansible_module::Context;
 use autoctl::{Keeper, NodeState, StateSource};
 use postgres_access::{Login, LoginArgs, Postmaster};
 use serde::Serialize;
+use std::fmt;
 use std::path::PathBuf;
+
+/// What can go wrong in this crate's helpers ([`detect`] itself answers with anyhow: it also
+/// passes on pg_autoctl's and PostgreSQL's errors, with what it was doing).
+#[derive(Debug)]
+pub enum Error {
+    /// `pg_autoctl show state` printed something that is not the state it documents.
+    State {
+        /// The command, for example `pg_autoctl show state --json`.
+        command: &'static str,
+        /// What is wrong with its output.
+        detail: String,
+    },
+    /// This node is not in the monitor's formation, or is in it more than once.
+    Node(String),
+    /// Several pg_auto_failover keepers, and nothing to choose one.
+    Keeper(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::State { command, detail } => write!(f, "parsing `{command}`: {detail}"),
+            Error::Node(m) | Error::Keeper(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
 
 ansible_module::choices! {
     /// Which witnesses to ask (the `source` option).
@@ -136,10 +165,7 @@ pub fn detect(opts: &DetectOptions<'_>, ctx: &mut Context) -> anyhow::Result<Det
         match result {
             Ok(json) => {
                 det.monitor_reachable = Some(true);
-                autoctl_view = Some((
-                    autoctl::own_row(&json, k).map_err(anyhow::Error::msg)?,
-                    StateSource::Monitor,
-                ));
+                autoctl_view = Some((autoctl::own_row(&json, k)?, StateSource::Monitor));
             }
             Err(e) if e.code() == Some(autoctl::EXIT_MONITOR_UNREACHABLE) => {
                 det.monitor_reachable = Some(false);
@@ -157,10 +183,7 @@ pub fn detect(opts: &DetectOptions<'_>, ctx: &mut Context) -> anyhow::Result<Det
                 det.commands.push(cmd.display());
                 match local {
                     Ok(json) => {
-                        autoctl_view = Some((
-                            autoctl::local_row(&json).map_err(anyhow::Error::msg)?,
-                            StateSource::Local,
-                        ))
+                        autoctl_view = Some((autoctl::local_row(&json)?, StateSource::Local))
                     }
                     Err(e) => ctx.warn(format!(
                         "the keeper's local state could not be read either: {e}"
@@ -184,8 +207,7 @@ pub fn detect(opts: &DetectOptions<'_>, ctx: &mut Context) -> anyhow::Result<Det
             .pgdata
             .or(keeper.as_ref().map(|k| k.pgdata.as_path()))
             .and_then(Postmaster::read);
-        let login = login_for(opts.login, postmaster.as_ref(), keeper.as_ref())
-            .map_err(anyhow::Error::msg)?;
+        let login = login_for(opts.login, postmaster.as_ref(), keeper.as_ref())?;
         det.queries.push(ROLE_QUERY.to_owned());
         match query_role(&login)? {
             Ok(state) => {
@@ -247,7 +269,7 @@ pub fn decide(
     }
 }
 
-fn find_keeper(opts: &DetectOptions<'_>) -> anyhow::Result<Option<Keeper>> {
+fn find_keeper(opts: &DetectOptions<'_>) -> Result<Option<Keeper>, Error> {
     if opts.source == Source::Sql {
         return Ok(None);
     }
@@ -258,7 +280,7 @@ fn find_keeper(opts: &DetectOptions<'_>) -> anyhow::Result<Option<Keeper>> {
     let mut keepers = Keeper::discover(&root);
     match keepers.len() {
         0 | 1 => Ok(keepers.pop()),
-        _ => anyhow::bail!(
+        _ => Err(Error::Keeper(format!(
             "several pg_auto_failover keepers are configured on this host ({}); \
              set pgdata to choose one",
             keepers
@@ -266,7 +288,7 @@ fn find_keeper(opts: &DetectOptions<'_>) -> anyhow::Result<Option<Keeper>> {
                 .map(|k| k.pgdata.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
-        ),
+        ))),
     }
 }
 
@@ -275,7 +297,7 @@ fn login_for(
     args: &LoginArgs,
     postmaster: Option<&Postmaster>,
     keeper: Option<&Keeper>,
-) -> Result<Login, String> {
+) -> Result<Login, postgres_access::Error> {
     let from_keeper = keeper.and_then(|k| {
         Some(Postmaster {
             pid: 0,
@@ -310,8 +332,7 @@ fn query_role(login: &Login) -> anyhow::Result<Result<SqlState, String>> {
             server_version_num: field(2).and_then(|v| v.parse().ok()).unwrap_or_default(),
             timeline: field(3).and_then(|v| v.parse().ok()),
         }))
-    })
-    .map_err(anyhow::Error::msg)?
+    })?
 }
 
 #[cfg(test)]

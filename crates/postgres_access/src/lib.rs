@@ -8,10 +8,34 @@
 //! unix socket or loopback.
 
 use ansible_module::Secret;
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use tokio_postgres::Client;
+
+/// What can go wrong in this crate, short of connecting (that is [`ConnectError`]).
+#[derive(Debug)]
+pub enum Error {
+    /// A login option out of range; the message names it and the value.
+    Invalid(String),
+    /// A query failed (the server's error and its causes on one line), or did not return the
+    /// one row asked for.
+    Query(String),
+    /// The async runtime could not be started.
+    Runtime(std::io::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Invalid(m) | Error::Query(m) => f.write_str(m),
+            Error::Runtime(e) => write!(f, "starting the async runtime: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
 
 /// The socket directory Debian's PostgreSQL packages use.
 pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
@@ -89,19 +113,18 @@ impl Postmaster {
 
 impl Login {
     /// Resolve the options; `postmaster` fills in port and socket when they were not given.
-    pub fn new(args: &LoginArgs, postmaster: Option<&Postmaster>) -> Result<Login, String> {
+    pub fn new(args: &LoginArgs, postmaster: Option<&Postmaster>) -> Result<Login, Error> {
         let port = match args.login_port {
-            Some(p) => u16::try_from(p)
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| format!("login_port must be between 1 and 65535, got {p}"))?,
+            Some(p) => u16::try_from(p).ok().filter(|p| *p > 0).ok_or_else(|| {
+                Error::Invalid(format!("login_port must be between 1 and 65535, got {p}"))
+            })?,
             None => postmaster.map_or(DEFAULT_PORT, |pm| pm.port),
         };
         if args.connect_timeout <= 0 {
-            return Err(format!(
+            return Err(Error::Invalid(format!(
                 "connect_timeout must be a positive number of seconds, got {}",
                 args.connect_timeout
-            ));
+            )));
         }
         let host = match (
             args.login_host.as_deref().filter(|h| !h.is_empty()),
@@ -211,20 +234,22 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 
 /// Run one statement with the simple query protocol and return its single row, values as text
 /// (`None` for SQL NULL). Simple queries need no prepared statement and no type lookups.
-pub async fn simple_row(client: &Client, sql: &str) -> Result<Vec<Option<String>>, String> {
+pub async fn simple_row(client: &Client, sql: &str) -> Result<Vec<Option<String>>, Error> {
     let messages = client
         .simple_query(sql)
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| Error::Query(error_chain(&e)))?;
     let mut rows = messages.iter().filter_map(|m| match m {
         tokio_postgres::SimpleQueryMessage::Row(row) => Some(row),
         _ => None,
     });
     let row = rows
         .next()
-        .ok_or_else(|| "the query returned no row".to_owned())?;
+        .ok_or_else(|| Error::Query("the query returned no row".to_owned()))?;
     if rows.next().is_some() {
-        return Err("the query returned more than one row".to_owned());
+        return Err(Error::Query(
+            "the query returned more than one row".to_owned(),
+        ));
     }
     Ok((0..row.len())
         .map(|i| row.get(i).map(str::to_owned))
@@ -233,11 +258,11 @@ pub async fn simple_row(client: &Client, sql: &str) -> Result<Vec<Option<String>
 
 /// Run one statement with the simple query protocol and return all its rows, values as text
 /// (`None` for SQL NULL); a statement without rows (`ALTER SYSTEM ...`) gives an empty list.
-pub async fn simple_rows(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+pub async fn simple_rows(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, Error> {
     let messages = client
         .simple_query(sql)
         .await
-        .map_err(|e| error_chain(&e))?;
+        .map_err(|e| Error::Query(error_chain(&e)))?;
     Ok(messages
         .iter()
         .filter_map(|m| match m {
@@ -270,11 +295,11 @@ pub fn quote_ident(name: &str) -> String {
 }
 
 /// Run a future to completion on a fresh current-thread runtime.
-pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, String> {
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("starting the async runtime: {e}"))?;
+        .map_err(Error::Runtime)?;
     Ok(runtime.block_on(future))
 }
 
@@ -356,6 +381,9 @@ mod tests {
     #[test]
     fn out_of_range_port_names_the_option() {
         let err = Login::new(&args(Some(70000), None, None), None).unwrap_err();
-        assert_eq!(err, "login_port must be between 1 and 65535, got 70000");
+        assert_eq!(
+            err.to_string(),
+            "login_port must be between 1 and 65535, got 70000"
+        );
     }
 }

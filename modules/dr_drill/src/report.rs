@@ -225,7 +225,10 @@ fn write_metrics(
     };
     let written = std::fs::create_dir_all(&a.metrics_dir)
         .map_err(|e| e.to_string())
-        .and_then(|()| ansible_module::fs::write_atomic(&file, text.as_bytes(), &attrs));
+        .and_then(|()| {
+            ansible_module::fs::write_atomic(&file, text.as_bytes(), &attrs)
+                .map_err(|e| e.to_string())
+        });
     if let Err(e) = written {
         ctx.warn(format!("could not write the metrics file: {e}"));
     }

@@ -108,8 +108,7 @@ impl Sandbox {
                         group: Some(user.gid.to_string()),
                         mode: Some(0o600),
                     },
-                )
-                .map_err(anyhow::Error::msg)?;
+                )?;
             }
         }
         Ok(())
@@ -234,7 +233,7 @@ pub fn recover(
     }
     let dir = host_dir(stanza, pid);
     if std::fs::symlink_metadata(&dir).is_ok() {
-        let user = RunAs::user("postgres")?;
+        let user = RunAs::user("postgres").map_err(|e| e.to_string())?;
         destroy(
             &Sandbox::Host {
                 dir: dir.clone(),

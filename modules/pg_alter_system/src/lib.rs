@@ -401,7 +401,7 @@ fn current_from_row(row: &[Option<String>]) -> Option<Current> {
 async fn query(client: &Client, sql: &str) -> anyhow::Result<Vec<Vec<Option<String>>>> {
     simple_rows(client, sql)
         .await
-        .map_err(|e| anyhow::anyhow!("{}", one_line(&e)))
+        .map_err(|e| anyhow::anyhow!("{}", one_line(&e.to_string())))
         .map_err(|e| e.context(format!("running `{sql}`")))
 }
 
@@ -446,7 +446,7 @@ async fn read_state(
             "pg_file_settings could not be read ({}): values are compared with the running ones, \
              so a value that waits for a restart is set again, and a failed change cannot be \
              undone",
-            one_line(&e)
+            one_line(&e.to_string())
         )),
     }
     for cur in state.settings.values() {
@@ -484,13 +484,15 @@ async fn apply(client: &Client, items: &mut [Item], ctx: &mut Context) -> anyhow
         };
         out.queries.push(statement.clone());
         if let Err(e) = simple_rows(client, &statement).await {
-            let mut msg = format!("{statement} failed: {}", one_line(&e));
+            let mut msg = format!("{statement} failed: {}", one_line(&e.to_string()));
             let mut kept: Vec<usize> = Vec::new();
             for &prior in done.iter().rev() {
                 let undone = match &items[prior].undo {
                     Some(undo) => {
                         out.queries.push(undo.clone());
-                        simple_rows(client, undo).await.map_err(|e| one_line(&e))
+                        simple_rows(client, undo)
+                            .await
+                            .map_err(|e| one_line(&e.to_string()))
                     }
                     None => Err("pg_file_settings was not readable".to_owned()),
                 };
@@ -635,9 +637,9 @@ impl Module for PgAlterSystem {
     fn execute(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
         let request = Request::new(args.settings.as_ref(), args.reset.as_deref())
             .map_err(anyhow::Error::msg)?;
-        let login = Login::new(&args.login, None).map_err(anyhow::Error::msg)?;
+        let login = Login::new(&args.login, None)?;
         // Peer authentication wants the database user: a root module becomes that user first.
-        RunAs::become_option(args.become_user.as_deref()).map_err(anyhow::Error::msg)?;
+        RunAs::become_option(args.become_user.as_deref())?;
         if request.items.is_empty() {
             return Ok(response(&[], &[], false, ctx.check_mode));
         }
@@ -671,8 +673,7 @@ impl Module for PgAlterSystem {
                 Some(error) => result.fail(error),
                 None => result,
             })
-        })
-        .map_err(anyhow::Error::msg)?
+        })?
     }
 }
 

@@ -59,7 +59,7 @@ pub const EXIT_CHECK_BROKEN: i32 = 255;
 fn answer(args: Args, ctx: &mut Context) -> anyhow::Result<Response> {
     // pg_autoctl refuses to run as root, and peer authentication wants the database user:
     // a root module becomes that user first; it only reads, so it needs nothing else.
-    RunAs::become_option(args.become_user.as_deref()).map_err(anyhow::Error::msg)?;
+    RunAs::become_option(args.become_user.as_deref())?;
     if let Some(p) = args.pgdata.as_deref().filter(|p| !p.is_dir()) {
         anyhow::bail!("pgdata: '{}' is not a directory", p.display());
     }
