@@ -2,8 +2,8 @@
 # one way scripts/drill-image and scripts/lab both do it. Sourced, not run; needs root, the
 # scripts beside it (old-glibc-rootfs, debian-mirror), zstd and, for image_import, Incus.
 #
-#   image_key TEXT...              16 hex digits over TEXT and the scripts that shape every image
-#                                  (this file, old-glibc-rootfs): the cache key of an image
+#   image_key TEXT...              16 hex digits over TEXT and what shapes every image (the
+#                                  build steps here, old-glibc-rootfs): the cache key of an image
 #   image_build TARBALL INCLUDE METADATA CUSTOMIZE
 #                                  unless TARBALL exists: the bookworm minbase rootfs with the
 #                                  packages INCLUDE (cached by old-glibc-rootfs), copied into a
@@ -12,7 +12,8 @@
 #                                  postgres user and group renumbered to this host's, METADATA as
 #                                  metadata.yaml (creation_date filled in), tar + zstd, renamed
 #                                  into place; under a flock, so concurrent callers build once
-#   image_import TARBALL ALIAS     import TARBALL as ALIAS unless ALIAS already is that image
+#   image_import TARBALL ALIAS     make ALIAS that image: import TARBALL, or move the alias back
+#                                  to it when Incus has it already
 #
 # Progress goes to stderr through the caller's log/die functions.
 
@@ -22,7 +23,8 @@ image_key() {
     {
         printf '%s\n' "$@"
         sha256sum <"$image_lib_dir/../old-glibc-rootfs"
-        sha256sum <"$image_lib_dir/incus-image.bash"
+        # The steps below that shape the image (as bash prints them: comments do not count).
+        declare -f image_build image_renumber_postgres image_move_aside
     } | sha256sum | cut -c1-16
 }
 
@@ -75,7 +77,8 @@ image_build() {
         flock 9
         [[ -f $tarball ]] && exit 0
         start=$SECONDS
-        rootfs=$(VEZA_ROOTFS_SUITE=bookworm "$image_lib_dir/../old-glibc-rootfs" --include "$include")
+        rootfs=$(VEZA_ROOTFS_SUITE=bookworm "$image_lib_dir/../old-glibc-rootfs" \
+                 --include "$include")
         # Under the lock no other build of this tarball runs: these are debris of killed runs.
         rm -rf --one-file-system "$dir/.build.$name."*
         tmp=$(mktemp -d "$dir/.build.$name.XXXXXX")
@@ -90,7 +93,8 @@ image_build() {
             >"$tmp/image/metadata.yaml"
         local parts=(metadata.yaml rootfs)
         [[ -d $tmp/image/templates ]] && parts+=(templates)
-        tar -C "$tmp/image" --numeric-owner -cf - "${parts[@]}" | zstd -q -T0 -3 -o "$tmp/image.tar.zst"
+        tar -C "$tmp/image" --numeric-owner -cf - "${parts[@]}" |
+            zstd -q -T0 -3 -o "$tmp/image.tar.zst"
         mv -T "$tmp/image.tar.zst" "$tarball"
         log "built $tarball in $((SECONDS - start)) s ($(du -h "$tarball" | cut -f1))"
     )
@@ -102,7 +106,14 @@ image_import() {
     have=$(incus image info "$alias" 2>/dev/null | awk '/^Fingerprint:/ {print $2}') || true
     if [[ $have != "$want" ]]; then
         [[ -z $have ]] || incus image alias delete "$alias"
-        log "importing $tarball as $alias"
-        incus image import "$tarball" --alias "$alias" >&2
+        if incus image info "$want" >/dev/null 2>&1; then
+            # Imported before and since un-aliased (another tree's build took the alias): a second
+            # import of the same image would fail, so the alias moves back to it.
+            log "pointing $alias at the already imported $tarball"
+            incus image alias create "$alias" "$want" >&2
+        else
+            log "importing $tarball as $alias"
+            incus image import "$tarball" --alias "$alias" >&2
+        fi
     fi
 }
