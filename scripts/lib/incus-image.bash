@@ -83,7 +83,7 @@ image_build() {
         rm -rf --one-file-system "$dir/.build.$name."*
         tmp=$(mktemp -d "$dir/.build.$name.XXXXXX")
         trap 'rm -rf --one-file-system "$tmp"' EXIT
-        log "assembling $name from $rootfs"
+        log "assembling $tarball from $rootfs"
         mkdir "$tmp/image"
         cp -a "$rootfs" "$tmp/image/rootfs"
         rm -f "$tmp/image/rootfs/.veza-rootfs-key"
