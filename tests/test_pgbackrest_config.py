@@ -53,10 +53,39 @@ def test_missing_directories_above_the_parent_do_not_lock_postgres_out(binary):
         rc, out = run_module(binary, base_args(conf))
         assert rc == 0 and out["changed"] is True, out
         assert [d.stat().st_mode & 0o777 for d in (conf.parent.parent.parent, conf.parent.parent, conf.parent)] == [0o755, 0o755, 0o750]
-        assert pwd.getpwuid(conf.parent.stat().st_uid).pw_name == "postgres"
+        # Root's, with the file's group: postgres reads through it but cannot plant links in it.
+        assert pwd.getpwuid(conf.parent.stat().st_uid).pw_name == "root"
+        assert grp.getgrgid(conf.parent.stat().st_gid).gr_name == "postgres"
         assert as_postgres("cat", conf).stdout == conf.read_text()
+        assert as_postgres("ln", "-s", "/etc/passwd", conf.parent / "planted", check=False).returncode != 0
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+@pytest.mark.parametrize("extra", [{}, {"backup": True}, {"_ansible_check_mode": True, "_ansible_diff": True},
+                                   {"mode": "0600", "_ansible_diff": True}])
+def test_a_link_planted_by_postgres_at_the_path_is_refused_and_its_target_untouched(binary, extra):
+    """postgres owns the config directory of an older install and plants pgbackrest.conf -> a
+    root-only file: the module (as root) must neither show it, copy it, rewrite it nor chown it."""
+    base = scratch_dir("vz-cfg-link-")
+    try:
+        victim = base / "root-only"
+        victim.write_text("root-secret-canary-7Qx2\n")
+        victim.chmod(0o600)
+        confdir = base / "etc"
+        confdir.mkdir()
+        shutil.chown(confdir, "postgres", "postgres")
+        conf = confdir / "pgbackrest.conf"
+        as_postgres("ln", "-s", victim, conf)
+        before = (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_uid)
+        rc, out = run_module(binary, {**base_args(conf), **extra})
+        assert rc == 1 and out["failed"] is True, out
+        assert "is a symbolic link: refusing to follow it" in out["msg"], out["msg"]
+        assert "root-secret-canary" not in json.dumps(out)
+        assert (victim.read_bytes(), victim.stat().st_mode, victim.stat().st_uid) == before
+        assert conf.is_symlink() and sorted(p.name for p in confdir.iterdir()) == ["pgbackrest.conf"]
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
 
 def test_fresh_write_then_second_run_reports_no_change(binary, conf):
     rc, out = run_module(binary, base_args(conf))

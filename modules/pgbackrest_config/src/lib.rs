@@ -96,8 +96,7 @@ impl Module for PgbackrestConfig {
                 args.path.display()
             );
         }
-        let current = FileState::read(&args.path)
-            .with_context(|| format!("reading {}", args.path.display()))?;
+        let current = FileState::read(&args.path).map_err(fs_err)?;
         match args.state {
             State::Absent => absent(&args, current, ctx),
             State::Present => present(&args, current, &attrs, ctx),
@@ -158,7 +157,7 @@ fn present(
     let mut backup_file = None;
     if !ctx.check_mode && change.any() {
         if create_parent {
-            create_dir(parent, &args.owner, &args.group)?;
+            create_dir(parent, &args.group)?;
         }
         if change.contents {
             if let (true, Some(cur)) = (args.backup, &current) {
@@ -247,10 +246,11 @@ fn absent(args: &Args, current: Option<FileState>, ctx: &mut Context) -> anyhow:
         }))
 }
 
-/// Create a missing parent directory: 0750, owned like the file so its user can reach it. Missing
-/// directories above it are created 0755 (as `mkdir -p` does), or the file's user could not reach
-/// its own directory through them.
-fn create_dir(dir: &Path, owner: &str, group: &str) -> anyhow::Result<()> {
+/// Create a missing parent directory: root-owned, the file's group, 0750, so the file's user can
+/// reach it but neither it nor its group can add or swap files in it (a link planted beside the
+/// file). Missing directories above it are created 0755 (as `mkdir -p` does), or the file's user
+/// could not reach its own directory through them.
+fn create_dir(dir: &Path, group: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::DirBuilderExt as _;
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -260,7 +260,7 @@ fn create_dir(dir: &Path, owner: &str, group: &str) -> anyhow::Result<()> {
     ansible_module::fs::set_attrs(
         dir,
         &Attrs {
-            owner: Some(owner.to_owned()),
+            owner: Some("0".to_owned()),
             group: Some(group.to_owned()),
             mode: Some(0o750),
         },
