@@ -12,7 +12,7 @@
 //! instead. A type mismatch here means the spec and the struct drifted apart, which the macro
 //! makes impossible.
 
-use crate::{Opt, Secret};
+use crate::{Error, Opt, Secret};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 use std::path::PathBuf;
@@ -21,7 +21,7 @@ use std::path::PathBuf;
 /// accepts).
 pub trait FromOption: Sized {
     /// Take option `name` out of `o`.
-    fn from_option(o: &mut Options, name: &str) -> Result<Self, String>;
+    fn from_option(o: &mut Options, name: &str) -> Result<Self, crate::Error>;
 }
 
 /// Options read together and shared by modules (the login options): their specs and reader.
@@ -29,13 +29,13 @@ pub trait OptionGroup: Sized {
     /// The specs, to append to a module's own.
     fn options() -> Vec<Opt>;
     /// Read them.
-    fn from_options(o: &mut Options) -> Result<Self, String>;
+    fn from_options(o: &mut Options) -> Result<Self, crate::Error>;
 }
 
 macro_rules! from_option {
     ($($ty:ty => $read:ident),* $(,)?) => {
         $(impl FromOption for $ty {
-            fn from_option(o: &mut Options, name: &str) -> Result<Self, String> {
+            fn from_option(o: &mut Options, name: &str) -> Result<Self, crate::Error> {
                 o.$read(name)
             }
         })*
@@ -110,7 +110,7 @@ macro_rules! options {
             }
 
             /// Read the validated options.
-            pub fn read(o: &mut $crate::options::Options) -> Result<Self, String> {
+            pub fn read(o: &mut $crate::options::Options) -> Result<Self, $crate::Error> {
                 Ok($name {
                     $( $field: $crate::options::FromOption::from_option(o, stringify!($field))?, )*
                     $( $( $gfield: <$gty as $crate::options::OptionGroup>::from_options(o)?, )* )?
@@ -122,7 +122,7 @@ macro_rules! options {
             fn options() -> ::std::vec::Vec<$crate::Opt> {
                 $name::options()
             }
-            fn from_options(o: &mut $crate::options::Options) -> Result<Self, String> {
+            fn from_options(o: &mut $crate::options::Options) -> Result<Self, $crate::Error> {
                 $name::read(o)
             }
         }
@@ -186,18 +186,18 @@ pub trait Choice: Sized {
     fn from_name(name: &str) -> Option<Self>;
 }
 
-fn choice<T: Choice>(text: &str, name: &str) -> Result<T, String> {
-    T::from_name(text).ok_or_else(|| format!("invalid choice for field `{name}`"))
+fn choice<T: Choice>(text: &str, name: &str) -> Result<T, crate::Error> {
+    T::from_name(text).ok_or_else(|| Error::Invalid(format!("invalid choice for field `{name}`")))
 }
 
 impl<T: Choice> FromOption for T {
-    fn from_option(o: &mut Options, name: &str) -> Result<Self, String> {
+    fn from_option(o: &mut Options, name: &str) -> Result<Self, crate::Error> {
         choice(&o.string(name)?, name)
     }
 }
 
 impl<T: Choice> FromOption for Option<T> {
-    fn from_option(o: &mut Options, name: &str) -> Result<Self, String> {
+    fn from_option(o: &mut Options, name: &str) -> Result<Self, crate::Error> {
         o.opt_string(name)?.map(|t| choice(&t, name)).transpose()
     }
 }
@@ -215,25 +215,25 @@ impl Options {
     /// and report a drift between spec and struct as a deserializer error.
     pub fn deserialize_with<'de, D: Deserializer<'de>, T>(
         d: D,
-        build: impl FnOnce(&mut Options) -> Result<T, String>,
+        build: impl FnOnce(&mut Options) -> Result<T, crate::Error>,
     ) -> Result<T, D::Error> {
         build(&mut Options::read(d)?).map_err(serde::de::Error::custom)
     }
 
     /// The option's value (`null` when neither given nor defaulted); an error when it is absent.
-    pub fn value(&mut self, name: &str) -> Result<Value, String> {
+    pub fn value(&mut self, name: &str) -> Result<Value, Error> {
         self.0
             .get_mut(name)
             .map(Value::take)
-            .ok_or_else(|| format!("missing field `{name}`"))
+            .ok_or_else(|| Error::Invalid(format!("missing field `{name}`")))
     }
 
-    fn wrong(name: &str) -> String {
-        format!("invalid type for field `{name}`")
+    fn wrong(name: &str) -> Error {
+        Error::Invalid(format!("invalid type for field `{name}`"))
     }
 
     /// An optional string (`type: str`).
-    pub fn opt_string(&mut self, name: &str) -> Result<Option<String>, String> {
+    pub fn opt_string(&mut self, name: &str) -> Result<Option<String>, Error> {
         match self.value(name)? {
             Value::Null => Ok(None),
             Value::String(s) => Ok(Some(s)),
@@ -242,32 +242,32 @@ impl Options {
     }
 
     /// A string that has a default or is required.
-    pub fn string(&mut self, name: &str) -> Result<String, String> {
+    pub fn string(&mut self, name: &str) -> Result<String, Error> {
         self.opt_string(name)?.ok_or_else(|| Self::wrong(name))
     }
 
     /// An optional path (`type: path`).
-    pub fn opt_path(&mut self, name: &str) -> Result<Option<PathBuf>, String> {
+    pub fn opt_path(&mut self, name: &str) -> Result<Option<PathBuf>, Error> {
         Ok(self.opt_string(name)?.map(PathBuf::from))
     }
 
     /// A path that has a default or is required.
-    pub fn path(&mut self, name: &str) -> Result<PathBuf, String> {
+    pub fn path(&mut self, name: &str) -> Result<PathBuf, Error> {
         self.string(name).map(PathBuf::from)
     }
 
     /// An optional secret (`no_log: true`).
-    pub fn opt_secret(&mut self, name: &str) -> Result<Option<Secret>, String> {
+    pub fn opt_secret(&mut self, name: &str) -> Result<Option<Secret>, Error> {
         Ok(self.opt_string(name)?.map(Secret::new))
     }
 
     /// A boolean with a default.
-    pub fn bool(&mut self, name: &str) -> Result<bool, String> {
+    pub fn bool(&mut self, name: &str) -> Result<bool, Error> {
         self.value(name)?.as_bool().ok_or_else(|| Self::wrong(name))
     }
 
     /// An optional integer (`type: int`).
-    pub fn opt_int(&mut self, name: &str) -> Result<Option<i64>, String> {
+    pub fn opt_int(&mut self, name: &str) -> Result<Option<i64>, Error> {
         match self.value(name)? {
             Value::Null => Ok(None),
             v => v.as_i64().map(Some).ok_or_else(|| Self::wrong(name)),
@@ -275,12 +275,12 @@ impl Options {
     }
 
     /// An integer with a default.
-    pub fn int(&mut self, name: &str) -> Result<i64, String> {
+    pub fn int(&mut self, name: &str) -> Result<i64, Error> {
         self.opt_int(name)?.ok_or_else(|| Self::wrong(name))
     }
 
     /// A dict with a default.
-    pub fn dict(&mut self, name: &str) -> Result<Map<String, Value>, String> {
+    pub fn dict(&mut self, name: &str) -> Result<Map<String, Value>, Error> {
         match self.value(name)? {
             Value::Object(m) => Ok(m),
             _ => Err(Self::wrong(name)),
@@ -288,7 +288,7 @@ impl Options {
     }
 
     /// An optional dict.
-    pub fn opt_dict(&mut self, name: &str) -> Result<Option<Map<String, Value>>, String> {
+    pub fn opt_dict(&mut self, name: &str) -> Result<Option<Map<String, Value>>, Error> {
         match self.value(name)? {
             Value::Null => Ok(None),
             Value::Object(m) => Ok(Some(m)),
@@ -297,7 +297,7 @@ impl Options {
     }
 
     /// An optional list, its elements as they are.
-    pub fn opt_list(&mut self, name: &str) -> Result<Option<Vec<Value>>, String> {
+    pub fn opt_list(&mut self, name: &str) -> Result<Option<Vec<Value>>, Error> {
         match self.value(name)? {
             Value::Null => Ok(None),
             Value::Array(items) => Ok(Some(items)),
@@ -306,7 +306,7 @@ impl Options {
     }
 
     /// An optional list of strings (`elements: str`).
-    pub fn opt_strings(&mut self, name: &str) -> Result<Option<Vec<String>>, String> {
+    pub fn opt_strings(&mut self, name: &str) -> Result<Option<Vec<String>>, Error> {
         let Some(items) = self.opt_list(name)? else {
             return Ok(None);
         };
@@ -321,7 +321,7 @@ impl Options {
     }
 
     /// A list of strings with a default.
-    pub fn strings(&mut self, name: &str) -> Result<Vec<String>, String> {
+    pub fn strings(&mut self, name: &str) -> Result<Vec<String>, Error> {
         self.opt_strings(name)?.ok_or_else(|| Self::wrong(name))
     }
 }
@@ -342,9 +342,12 @@ mod tests {
         assert_eq!(o.int("i").unwrap(), 5);
         assert!(o.bool("b").unwrap());
         assert_eq!(o.dict("d").unwrap()["k"], json!(1));
-        assert_eq!(o.value("x").unwrap_err(), "missing field `x`");
+        assert_eq!(o.value("x").unwrap_err().to_string(), "missing field `x`");
         let mut o = Options::read(json!({"i": "5"})).unwrap();
-        assert_eq!(o.int("i").unwrap_err(), "invalid type for field `i`");
+        assert_eq!(
+            o.int("i").unwrap_err().to_string(),
+            "invalid type for field `i`"
+        );
     }
 
     crate::choices! {
