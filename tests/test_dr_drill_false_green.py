@@ -317,6 +317,8 @@ def test_a_backup_pgbackrest_found_page_errors_in_fails_before_restoring(drill):
         rc, out = drill(conf, stanza="fgx")
         assert_red(drill, rc, out, "backup_has_errors", stanza="fgx")
         assert "restore" not in out["stages"], out["stages"]
+        # The damaged file is named, with its page: block 1 of ledger.
+        assert "pg_data/base/" in out["msg"] and "(pages [1])" in out["msg"], out["msg"]
 
 
 # -- a drill killed with SIGKILL ------------------------------------------------------------------

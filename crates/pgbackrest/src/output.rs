@@ -14,6 +14,35 @@ pub fn verify_errors(output: &str) -> Vec<String> {
         .collect()
 }
 
+/// The files a backup's `backup.manifest` records page checksum errors for (its
+/// `[target:file]` lines with `"checksum-page":false`), as `pg_data/base/5/16387 (pages [1])`.
+pub fn page_errors(manifest: &str) -> Vec<String> {
+    manifest
+        .lines()
+        .filter(|l| l.contains("\"checksum-page\":false"))
+        .filter_map(|l| {
+            let (file, meta) = l.split_once('=')?;
+            let pages = meta
+                .split_once("\"checksum-page-error\":")
+                .and_then(|(_, rest)| {
+                    // The list, nested ranges included: up to its matching `]`.
+                    let mut depth = 0usize;
+                    let end = rest.char_indices().find(|&(_, c)| {
+                        depth = match c {
+                            '[' => depth + 1,
+                            ']' => depth.saturating_sub(1),
+                            _ => depth,
+                        };
+                        c == ']' && depth == 0
+                    })?;
+                    rest.get(..=end.0)
+                })
+                .unwrap_or("?");
+            Some(format!("{file} (pages {pages})"))
+        })
+        .collect()
+}
+
 /// The backup set named by `restore` at info level (`restore backup set LABEL, ...`).
 pub fn restored_set(output: &str) -> Option<String> {
     let at = output.find("restore backup set ")? + "restore backup set ".len();
@@ -32,6 +61,17 @@ mod tests {
         let out =
             "P00   INFO: repo1: restore backup set 20250520-101010F, recovery will start at x";
         assert_eq!(restored_set(out).as_deref(), Some("20250520-101010F"));
+    }
+
+    #[test]
+    fn page_errors_name_the_file_and_its_pages() {
+        let manifest = "[target:file]\npg_data/base/5/1={\"checksum\":\"a\",\"size\":1}\n\
+            pg_data/base/5/16387={\"checksum\":\"e\",\"checksum-page\":false,\
+            \"checksum-page-error\":[1,[4,6]],\"size\":237568}\n";
+        assert_eq!(
+            page_errors(manifest),
+            ["pg_data/base/5/16387 (pages [1,[4,6]])"]
+        );
     }
 
     #[test]

@@ -53,7 +53,18 @@ pub fn preflight(plan: &Plan, run: &mut Run) -> Result<Info, Stop> {
     let info = pgbackrest::info::parse(&out.stdout, plan.stanza.as_str())
         .map_err(drill_err("repo_unreadable"))?;
     let chosen = choose_backup(plan, &info)?;
-    backup_errors(&info, &chosen)?;
+    if let Err(bad) = backup_errors(&info, &chosen) {
+        let files = bad_files(plan, run, &pgbackrest.to_string_lossy(), &bad);
+        return Err(Stop::Drill(
+            "backup_has_errors",
+            anyhow!(
+                "pgBackRest found page checksum errors while taking backup {} (restoring {}): {}",
+                bad.join(", "),
+                chosen.label,
+                files
+            ),
+        ));
+    }
     run.backup_age = Some((run.started - chosen.stop as f64).max(0.0));
     if a.max_backup_age > 0 && run.backup_age > Some(a.max_backup_age as f64) {
         return Err(Stop::Drill(
@@ -146,8 +157,8 @@ fn choose_backup(plan: &Plan, info: &Info) -> Result<Backup, Stop> {
 }
 
 /// pgBackRest records page checksum errors it met while taking a backup (`error` in `info`):
-/// such a set, or any set it depends on, restores corrupt pages.
-fn backup_errors(info: &Info, chosen: &Backup) -> Result<(), Stop> {
+/// such a set, or any set it depends on, restores corrupt pages. `Err`: the labels of those sets.
+fn backup_errors(info: &Info, chosen: &Backup) -> Result<(), Vec<String>> {
     let mut chain = vec![chosen.clone()];
     while let Some(prior) = chain.last().and_then(|b| b.prior.clone()) {
         match info.backups.iter().find(|b| b.label == prior) {
@@ -155,23 +166,38 @@ fn backup_errors(info: &Info, chosen: &Backup) -> Result<(), Stop> {
             _ => break,
         }
     }
-    let bad: Vec<&str> = chain
+    let bad: Vec<String> = chain
         .iter()
         .filter(|b| b.error)
-        .map(|b| b.label.as_str())
+        .map(|b| b.label.clone())
         .collect();
     if bad.is_empty() {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(bad)
     }
-    Err(Stop::Drill(
-        "backup_has_errors",
-        anyhow!(
-            "pgBackRest found page checksum errors while taking backup {} (restoring {}); \
-             `pgbackrest info --set=LABEL` and the backup's log name the files",
-            bad.join(", "),
-            chosen.label
-        ),
-    ))
+}
+
+/// The files each bad set's manifest records page errors for (read with `repo-get`, which
+/// decrypts), at most 20; a manifest that cannot be read says so instead.
+fn bad_files(plan: &Plan, run: &mut Run, program: &str, labels: &[String]) -> String {
+    let mut files = Vec::new();
+    for label in labels {
+        let path = format!("backup/{}/{label}/backup.manifest", plan.stanza);
+        let cmd = pgbackrest_cmd(program, &plan.args.config, plan, "warn")
+            .after(path)
+            .cmd("repo-get");
+        match run.cmd(&cmd) {
+            Ok(out) => files.extend(pgbackrest::output::page_errors(&out.stdout)),
+            Err(e) => files.push(format!("{label}'s manifest could not be read: {e}")),
+        }
+    }
+    files.truncate(20);
+    if files.is_empty() {
+        "its manifest names no file".to_owned()
+    } else {
+        files.join(", ")
+    }
 }
 
 /// Whether an instance of the drill's container name exists.
