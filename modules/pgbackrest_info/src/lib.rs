@@ -104,7 +104,7 @@ impl Module for PgbackrestInfo {
             .field("ok", ok)
             .field("stanzas", &stanzas)
             .field("commands", [cmd.display()])
-            .field("metrics_files", files);
+            .field("metrics_files", Value::from(files));
         if args.set_facts {
             response = response.fact("pgbackrest_info", json!({"ok": ok, "stanzas": stanzas}));
         }
@@ -118,7 +118,7 @@ fn write_metrics(
     prefix: &str,
     stanzas: &[(String, Info)],
     check_mode: bool,
-) -> anyhow::Result<(Vec<String>, String)> {
+) -> anyhow::Result<(Vec<Value>, String)> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
@@ -129,15 +129,15 @@ fn write_metrics(
     let mut files = Vec::new();
     for (name, info) in stanzas {
         // The name becomes a file name: it must be a stanza name (no '/', no '..').
-        let name = StanzaName::parse(name).context("metrics_dir: a stanza of pgbackrest info")?;
+        let name = StanzaName::parse(name)
+            .map_err(|e| anyhow::anyhow!("metrics_dir: a stanza of pgbackrest info: {e}"))?;
         let file = dir.join(metrics::file_name(prefix, name.as_str()));
         if !check_mode {
             let text = metrics::render(prefix, name.as_str(), info, now);
             ansible_module::fs::write_atomic(&file, text.as_bytes(), &attrs)
-                .map_err(anyhow::Error::msg)
-                .context("metrics_dir: writing the metrics")?;
+                .map_err(|e| anyhow::anyhow!("metrics_dir: writing the metrics: {e}"))?;
         }
-        files.push(file.display().to_string());
+        files.push(Value::from(file.display().to_string()));
     }
     let note = match (files.len(), check_mode) {
         (0, _) => "; no metrics file written".to_owned(),
