@@ -1,12 +1,17 @@
-"""pgbackrest_info against real repositories: a posix one with full + diff + incr backups, a
-stanza that is not there, and S3 over TLS with an aes-256-cbc cipher, read with the right and a
-wrong cipher pass. No secret of the configuration may appear in any result."""
+"""pgbackrest_info against real repositories: a posix one with full + diff + incr backups (and its
+node_exporter metrics), a stanza that is not there, and S3 over TLS with an aes-256-cbc cipher,
+read with the right and a wrong cipher pass. No secret of the configuration may appear in any
+result."""
 
 import json
+import re
+import shutil
+import subprocess
+import time
 
 import pytest
 
-from harness import as_postgres, run_module
+from harness import as_postgres, run_module, scratch_dir
 from test_harness_s3 import STANZA as S3_STANZA
 # The S3 repository's fixtures (an endpoint over TLS, a cipher, a full backup): shared code, each
 # test module gets its own instances.
@@ -27,8 +32,8 @@ def chain(repo_setup):
     return repo_setup
 
 
-def info(module_bin, **args):
-    rc, out = run_module(module_bin("pgbackrest_info"), args)
+def info(module_bin, stdin_mode=False, **args):
+    rc, out = run_module(module_bin("pgbackrest_info"), args, stdin_mode=stdin_mode)
     assert rc == 0, out
     assert out["changed"] is False
     return out
@@ -47,6 +52,53 @@ def test_a_full_diff_incr_chain_is_reported_with_its_dependencies(module_bin, ch
     assert all(b["stop"] >= b["start"] > 0 and b["size"] > 0 and not b["error"] for b in s["backups"])
     assert s["archives"][0]["min"] <= full["wal_start"] <= s["archives"][0]["max"]
     assert out["ansible_facts"]["pgbackrest_info"]["stanzas"][0]["name"] == "drill"
+
+
+def test_metrics_give_each_type_s_newest_stop_time_and_promtool_accepts_them(module_bin, chain):
+    # Run as the backup service runs it: a program, its settings on stdin; as root it becomes
+    # postgres, who writes the file.
+    prom = scratch_dir("vz-prom-")
+    try:
+        before = int(time.time())
+        out = info(module_bin, stdin_mode=True, config=str(chain["conf"]), stanza="drill", metrics_dir=str(prom))
+        after = int(time.time())
+        path = prom / "veza_backup_drill.prom"
+        assert out["metrics_files"] == [str(path)]
+        assert "1 metrics file(s) written" in out["msg"]
+        assert [p.name for p in prom.iterdir()] == [path.name], "no temporary file left"
+        assert path.stat().st_mode & 0o7777 == 0o644
+        text = path.read_text()
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, text=True, capture_output=True)
+        assert check.returncode == 0, check.stdout + check.stderr + text
+    finally:
+        shutil.rmtree(prom)
+    samples = {name: int(value) for name, value in re.findall(r"^(veza_backup_\S+) (\S+)$", text, re.M)}
+    [s] = out["stanzas"]
+    st = 'stanza="drill"'
+    assert samples[f"veza_backup_status_code{{{st}}}"] == 0
+    assert before <= samples[f"veza_backup_info_timestamp_seconds{{{st}}}"] <= after
+    for b in s["backups"]:
+        t = f'{st},type="{b["type"]}"'
+        assert samples[f"veza_backup_last_timestamp_seconds{{{t}}}"] == b["stop"], text
+        assert samples[f"veza_backup_last_size_bytes{{{t}}}"] == b["size"]
+        assert samples[f"veza_backup_last_repo_size_bytes{{{t}}}"] == b["repo_size"]
+        assert samples[f"veza_backup_sets{{{t}}}"] == 1
+        assert samples[f"veza_backup_error{{{t}}}"] == 0
+    newest = max(a["max"] for a in s["archives"])
+    assert samples[f'veza_backup_archive_max_info{{{st},segment="{newest}"}}'] == 1
+    assert len([k for k in samples if k.startswith("veza_backup_archive_max_info")]) == 1
+
+
+def test_check_mode_writes_no_metrics(module_bin, chain):
+    prom = scratch_dir("vz-prom-")
+    try:
+        out = info(module_bin, config=str(chain["conf"]), stanza="drill", metrics_dir=str(prom),
+                   _ansible_check_mode=True)
+        assert list(prom.iterdir()) == []
+    finally:
+        shutil.rmtree(prom)
+    assert out["metrics_files"] == [str(prom / "veza_backup_drill.prom")]
+    assert "check mode: 1 metrics file(s) not written" in out["msg"]
 
 
 def test_check_mode_reports_the_same_and_every_stanza_is_listed_without_one(module_bin, chain):

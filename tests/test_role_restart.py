@@ -39,7 +39,7 @@ def converge(ansible, cluster, **extra):
         "pgbackrest_manage_services": False, "pgbackrest_repo_type": "posix",
         "pgbackrest_repo_path": str(base / "repo"), "pgbackrest_cipher_type": "none",
         "pgbackrest_config_path": str(base / "host/pgbackrest.conf"), "pgbackrest_bin_dir": str(base / "host/bin"),
-        "pgbackrest_systemd_dir": str(base / "host/systemd"),
+        "pgbackrest_systemd_dir": str(base / "host/systemd"), "pgbackrest_metrics_dir": str(base / "host/metrics"),
         "pgbackrest_global_extra": {"lock-path": str(base / "lock"), "log-path": str(base / "log"), "log-level-file": "off"},
         **extra,
     }

@@ -5,6 +5,10 @@
 //! what the code means), its repositories, its backups (label, type, times, sizes, the backup it
 //! depends on, the page-error flag) and its archive ranges, as return values and optionally as
 //! the fact `pgbackrest_info`. It changes nothing, so check mode runs it as well.
+//!
+//! With `metrics_dir` it also writes each stanza's node_exporter textfile ([`metrics`]),
+//! atomically, mode 0644: a report, so still `changed: false`; check mode writes none. The backup
+//! services of the pgbackrest role run it so after every successful backup.
 
 use ansible_module::process::{Cmd, RunAs};
 use ansible_module::{Context, Module, Response};
@@ -13,7 +17,9 @@ use pgbackrest::command::Pgbackrest;
 use pgbackrest::info::{self, Info};
 use pgbackrest::StanzaName;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+pub mod metrics;
 
 ansible_module::options! {
     /// The module's options, as documented.
@@ -30,6 +36,10 @@ ansible_module::options! {
         io_timeout: Option<i64> = int(),
         /// `set_facts`
         set_facts: bool = bool().default(false),
+        /// `metrics_dir`: where to write the textfile-collector files; none (or empty) writes none.
+        metrics_dir: Option<PathBuf> = path(),
+        /// `metrics_prefix`
+        metrics_prefix: String = str().default("veza_backup"),
     }
 }
 
@@ -52,14 +62,27 @@ impl Module for PgbackrestInfo {
         for secret in conf.secrets.iter().chain(&pgbackrest::conf::env_secrets()) {
             ctx.add_secret(secret);
         }
+        let metrics_dir = args
+            .metrics_dir
+            .as_deref()
+            .filter(|d| !d.as_os_str().is_empty());
+        if !metrics::valid_prefix(&args.metrics_prefix) {
+            anyhow::bail!(
+                "metrics_prefix: '{}' is not a valid metric name",
+                args.metrics_prefix.escape_default()
+            );
+        }
+        if let Some(dir) = metrics_dir.filter(|d| !d.is_dir()) {
+            anyhow::bail!("metrics_dir: {} is not a directory", dir.display());
+        }
         RunAs::become_option(args.become_user.as_deref()).map_err(anyhow::Error::msg)?;
         let cmd = command(&args, stanza.as_ref());
         let out = cmd.run().context("pgbackrest info")?;
-        let stanzas: Vec<Value> = info::parse_all(&out.stdout)?
-            .iter()
+        let parsed: Vec<(String, Info)> = info::parse_all(&out.stdout)?
+            .into_iter()
             .filter(|(name, _)| stanza.as_ref().is_none_or(|s| s.as_str() == name))
-            .map(|(name, i)| describe(name, i))
             .collect();
+        let stanzas: Vec<Value> = parsed.iter().map(|(name, i)| describe(name, i)).collect();
         let ok = !stanzas.is_empty() && stanzas.iter().all(|s| s["status"]["code"] == 0);
         let summary = match stanzas.len() {
             0 => "the repository holds no stanza".to_owned(),
@@ -72,16 +95,56 @@ impl Module for PgbackrestInfo {
                 }
             ),
         };
+        let (files, note) = match metrics_dir {
+            Some(dir) => write_metrics(dir, &args.metrics_prefix, &parsed, ctx.check_mode)?,
+            None => (Vec::new(), String::new()),
+        };
         let mut response = Response::new()
-            .msg(summary)
+            .msg(summary + &note)
             .field("ok", ok)
             .field("stanzas", &stanzas)
-            .field("commands", [cmd.display()]);
+            .field("commands", [cmd.display()])
+            .field("metrics_files", Value::from(files));
         if args.set_facts {
             response = response.fact("pgbackrest_info", json!({"ok": ok, "stanzas": stanzas}));
         }
         Ok(response)
     }
+}
+
+/// Write (outside check mode) each stanza's metrics file; returns the files and a note for `msg`.
+fn write_metrics(
+    dir: &Path,
+    prefix: &str,
+    stanzas: &[(String, Info)],
+    check_mode: bool,
+) -> anyhow::Result<(Vec<Value>, String)> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let attrs = ansible_module::fs::Attrs {
+        mode: Some(0o644),
+        ..Default::default()
+    };
+    let mut files = Vec::new();
+    for (name, info) in stanzas {
+        // The name becomes a file name: it must be a stanza name (no '/', no '..').
+        let name = StanzaName::parse(name)
+            .map_err(|e| anyhow::anyhow!("metrics_dir: a stanza of pgbackrest info: {e}"))?;
+        let file = dir.join(metrics::file_name(prefix, name.as_str()));
+        if !check_mode {
+            let text = metrics::render(prefix, name.as_str(), info, now);
+            ansible_module::fs::write_atomic(&file, text.as_bytes(), &attrs)
+                .map_err(|e| anyhow::anyhow!("metrics_dir: writing the metrics: {e}"))?;
+        }
+        files.push(Value::from(file.display().to_string()));
+    }
+    let note = match (files.len(), check_mode) {
+        (0, _) => "; no metrics file written".to_owned(),
+        (n, true) => format!("; check mode: {n} metrics file(s) not written"),
+        (n, false) => format!("; {n} metrics file(s) written to {}", dir.display()),
+    };
+    Ok((files, note))
 }
 
 fn command(args: &Args, stanza: Option<&StanzaName>) -> Cmd {

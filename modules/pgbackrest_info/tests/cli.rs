@@ -1,5 +1,6 @@
 //! The compiled module on an args file, as Ansible runs it: argument errors, a repository
-//! without stanzas, and a secret of the configuration that never shows. Repositories with backups
+//! without stanzas, its metrics file (check mode writes none), and a secret of the configuration
+//! that never shows. Repositories with backups
 //! are in the system tests (tests/test_pgbackrest_info.py at the repository root).
 
 use serde_json::{json, Value};
@@ -54,18 +55,19 @@ fn a_missing_config_fails_naming_it() {
     );
 }
 
-#[test]
-fn an_empty_repository_holds_no_stanza_and_no_secret_shows() {
-    if std::process::Command::new("pgbackrest")
-        .arg("version")
+fn installed(program: &str, arg: &str) -> bool {
+    let found = std::process::Command::new(program)
+        .arg(arg)
         .output()
-        .is_err()
-    {
-        eprintln!("pgbackrest is not installed here: skipped");
-        return;
+        .is_ok();
+    if !found {
+        eprintln!("{program} is not installed here: skipped");
     }
-    let dir = scratch("empty");
-    let secret = "info-canary-7f3a9c1e5b2d8f4a6c0e";
+    found
+}
+
+/// An empty encrypted posix repository in `dir`; its configuration file.
+fn empty_repo(dir: &std::path::Path, secret: &str) -> std::path::PathBuf {
     let conf = dir.join("pgbackrest.conf");
     let text = format!(
         "[global]\nrepo1-path={}\nrepo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={secret}\n\
@@ -75,6 +77,17 @@ fn an_empty_repository_holds_no_stanza_and_no_secret_shows() {
     );
     std::fs::write(&conf, text).unwrap();
     std::fs::create_dir_all(dir.join("repo")).unwrap();
+    conf
+}
+
+#[test]
+fn an_empty_repository_holds_no_stanza_and_no_secret_shows() {
+    if !installed("pgbackrest", "version") {
+        return;
+    }
+    let dir = scratch("empty");
+    let secret = "info-canary-7f3a9c1e5b2d8f4a6c0e";
+    let conf = empty_repo(&dir, secret);
     let args = json!({"config": conf, "become_user": "", "_ansible_check_mode": true});
     let (code, out) = run(args);
     let (code2, named) = run(json!({"config": conf, "become_user": "", "stanza": "main"}));
@@ -94,5 +107,72 @@ fn an_empty_repository_holds_no_stanza_and_no_secret_shows() {
     assert_eq!(
         named["stanzas"][0]["status"]["meaning"],
         "missing stanza path"
+    );
+}
+
+#[test]
+fn metrics_of_a_missing_stanza_are_written_atomically_and_not_in_check_mode() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !installed("pgbackrest", "version") {
+        return;
+    }
+    let dir = scratch("metrics");
+    let conf = empty_repo(&dir, "info-canary-0b1c2d3e4f5a6b7c8d9e");
+    let prom = dir.join("prom");
+    std::fs::create_dir_all(&prom).unwrap();
+    let args = json!({"config": conf, "become_user": "", "stanza": "main", "metrics_dir": prom});
+    let mut check = args.clone();
+    check["_ansible_check_mode"] = json!(true);
+    let (code_check, checked) = run(check);
+    let listed_after_check = std::fs::read_dir(&prom).unwrap().count();
+    let (code, out) = run(args.clone());
+    let file = prom.join("veza_backup_main.prom");
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    let mode = std::fs::metadata(&file).map(|m| m.permissions().mode() & 0o7777);
+    let names: Vec<String> = std::fs::read_dir(&prom)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let promtool = installed("promtool", "--version").then(|| {
+        std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::fs::File::open(&file).unwrap())
+            .output()
+            .unwrap()
+    });
+    let (code_bad, bad) = run(json!({"config": conf, "metrics_dir": dir.join("absent")}));
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    assert_eq!(code_check, 0, "{checked}");
+    assert_eq!(listed_after_check, 0, "check mode wrote {checked}");
+    assert!(
+        checked["msg"]
+            .as_str()
+            .unwrap()
+            .contains("check mode: 1 metrics file(s) not written"),
+        "{checked}"
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["changed"], false, "a metrics file is a report");
+    assert_eq!(out["metrics_files"], json!([file.display().to_string()]));
+    assert_eq!(names, ["veza_backup_main.prom"], "no temporary file left");
+    assert_eq!(mode.unwrap(), 0o644);
+    let has = |line: &str| text.lines().any(|l| l == line);
+    assert!(has("veza_backup_status_code{stanza=\"main\"} 1"), "{text}");
+    for t in ["full", "diff", "incr"] {
+        assert!(has(&format!(
+            "veza_backup_sets{{stanza=\"main\",type=\"{t}\"}} 0"
+        )));
+    }
+    assert!(text.contains("\nveza_backup_info_timestamp_seconds{stanza=\"main\"} "));
+    assert!(!text.contains("last_timestamp_seconds") && !text.contains("archive_max_info"));
+    if let Some(p) = promtool {
+        let said = String::from_utf8_lossy(&p.stdout) + String::from_utf8_lossy(&p.stderr);
+        assert!(p.status.success(), "promtool check metrics: {said}\n{text}");
+    }
+    assert_eq!(code_bad, 1);
+    assert!(
+        bad["msg"].as_str().unwrap().starts_with("metrics_dir: "),
+        "{bad}"
     );
 }
