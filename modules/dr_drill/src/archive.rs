@@ -187,6 +187,12 @@ pub enum Outcome {
         /// The newest segment of the archive it should have reached.
         newest: Segment,
     },
+    /// The archive holds no full segment at all (a backup's own WAL is always archived: the
+    /// archive is gone, or was never the backup's).
+    EmptyArchive {
+        /// The segment replay ended in.
+        end: Segment,
+    },
     /// The archive holds a newer timeline than the one replay ended on.
     TimelineNotFollowed {
         /// The segment replay ended in.
@@ -204,6 +210,9 @@ pub fn prove(listing: &Listing, history: &[Switch], seg_size: u64) -> Result<Out
         .ok_or("the restored cluster has no timeline history: it was not promoted")?;
     // The switch LSN is where replay ended: the last byte replayed is just before it.
     let end = Segment::of_lsn(last.tli, last.lsn.saturating_sub(1), seg_size);
+    if listing.segments.is_empty() {
+        return Ok(Outcome::EmptyArchive { end });
+    }
     if let Some(newest_tli) = listing.newest_tli().filter(|t| *t > last.tli) {
         return Ok(Outcome::TimelineNotFollowed { end, newest_tli });
     }
@@ -332,6 +341,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_empty_archive_is_never_a_pass() {
+        let out = prove(&Listing::default(), &ended_at("0/4000000"), MB16).unwrap();
+        assert!(matches!(out, Outcome::EmptyArchive { .. }), "{out:?}");
     }
 
     #[test]

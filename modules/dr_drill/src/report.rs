@@ -8,18 +8,17 @@ use crate::run::{self, CheckState, Run, Stop};
 use crate::sandbox::{self, Sandbox};
 use crate::signals;
 use ansible_module::{Context, Response};
-use pgbackrest::info::Info;
 use serde_json::{json, Map, Value};
 use std::time::Instant;
 
 /// Check mode: pre-flight only, and what a real run would do.
-pub fn check_mode(plan: &Plan, run: &Run, info: Result<Info, Stop>) -> Response {
+pub fn check_mode(plan: &Plan, run: &Run, preflight: Result<(), Stop>) -> Response {
     let target = match plan.sandbox {
         SandboxKind::Incus => format!("incus container {}", plan.container),
         SandboxKind::Host => "a host directory".to_owned(),
     };
-    match info {
-        Ok(_) => {
+    match preflight {
+        Ok(()) => {
             let label = run.backup.as_ref().map(|b| b.label.as_str()).unwrap_or("?");
             let what = match &plan.args.set {
                 Some(set) => set.clone(),

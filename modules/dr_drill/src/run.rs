@@ -81,8 +81,6 @@ pub struct Run {
     pub archive_id: Option<String>,
     /// `repo-ls` of the archive, taken before the restore (parsed once the segment size is known).
     pub archive_json: Option<String>,
-    /// The archive as listed before the restore.
-    pub listing: Option<crate::archive::Listing>,
     /// Restore start to end of recovery, seconds.
     pub restore_seconds: Option<f64>,
     /// Drill start minus the last replayed transaction's time.
@@ -227,13 +225,13 @@ pub fn drill(plan: Plan, ctx: &mut Context) -> anyhow::Result<Response> {
     if !ctx.check_mode {
         signals::watch();
     }
-    let info = run.stage("preflight", |r| stages::preflight(&plan, r));
+    let ready = run.stage("preflight", |r| stages::preflight(&plan, r));
     if ctx.check_mode {
-        return Ok(report::check_mode(&plan, &run, info));
+        return Ok(report::check_mode(&plan, &run, ready));
     }
-    let result = info.and_then(|info| {
+    let result = ready.and_then(|()| {
         recover(&plan, &mut run, &lock, ctx)?;
-        stages_in_order(&plan, &mut run, &info)
+        stages_in_order(&plan, &mut run)
     });
     let response = report::finish(&plan, &mut run, result, clock, ctx);
     drop(lock);
@@ -269,14 +267,14 @@ fn recover(plan: &Plan, run: &mut Run, lock: &Lock, ctx: &mut Context) -> Result
 }
 
 /// The stages after pre-flight, in order; the RTO budget covers restore to ready.
-fn stages_in_order(plan: &Plan, run: &mut Run, info: &pgbackrest::info::Info) -> Result<(), Stop> {
+fn stages_in_order(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
     let a = &plan.args;
     let sb = run.stage("sandbox", |r| stages::make_sandbox(plan, r))?;
     if plan.wants(Check::Verify) {
         run.stage("verify", |r| stages::verify(plan, r, &sb))?;
     }
     if !plan.is_pitr() {
-        run.stage("archive_listing", |r| stages::list_archive(plan, r, info))?;
+        run.stage("archive_listing", |r| stages::list_archive(plan, r))?;
     }
     let restore_clock = Instant::now();
     let deadline = signals::deadline(a.max_restore_seconds);

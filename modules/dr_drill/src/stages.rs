@@ -15,8 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Pre-flight: tools, configuration (its secrets registered for scrubbing), the backup metadata
-/// and its error flags, the backup's age, the image. Returns what `info` says.
-pub fn preflight(plan: &Plan, run: &mut Run) -> Result<Info, Stop> {
+/// and its error flags, the backup's age, the image; the chosen backup and its archive id go
+/// into `run`.
+pub fn preflight(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
     let a = &plan.args;
     let pgbackrest = find_program("pgbackrest").ok_or_else(|| {
         Stop::Env(
@@ -106,7 +107,7 @@ pub fn preflight(plan: &Plan, run: &mut Run) -> Result<Info, Stop> {
         let msg = anyhow!("metrics_dir: creating {}: {e}", a.metrics_dir.display());
         Stop::Env("metrics_dir", msg)
     })?;
-    Ok(info)
+    Ok(())
 }
 
 /// A pgBackRest command of the drill: the configuration, the stanza, no log file.
@@ -326,12 +327,10 @@ pub fn verify(plan: &Plan, run: &mut Run, sb: &Sandbox) -> Result<(), Stop> {
 
 /// List the archive of the restored backup's database before the restore: replay must reach at
 /// least its newest segment.
-pub fn list_archive(plan: &Plan, run: &mut Run, info: &Info) -> Result<(), Stop> {
-    let Some(id) = run.archive_id.clone().or_else(|| {
-        // No archive range in `info`: the repository holds no WAL at all for this database.
-        info.archives.first().map(|a| a.id.clone())
-    }) else {
-        run.listing = Some(Listing::default());
+pub fn list_archive(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
+    // No archive range in `info` for the backup's database: nothing to list, and the proof
+    // fails on the empty archive (a backup's own WAL is always archived).
+    let Some(id) = run.archive_id.clone() else {
         return Ok(());
     };
     let path = format!("archive/{}/{id}", plan.stanza);
@@ -525,7 +524,6 @@ pub fn prove_replay(plan: &Plan, run: &mut Run, sb: &Sandbox) -> Result<(), Stop
         run.recovery_target_age,
         run.started,
     );
-    run.listing = Some(listing);
     match result {
         Ok(detail) => {
             run.check("archive", CheckState::Pass, detail);
@@ -589,6 +587,14 @@ fn judge(
                  undecryptable or corrupt): {}",
                 name(segment),
                 lost(end, newest)
+            ),
+        )),
+        Outcome::EmptyArchive { end } => Err((
+            "wal_gap",
+            format!(
+                "the archive holds no WAL segment for this backup's database (replay ended at \
+                 {}): every commit after the backup is lost",
+                name(end)
             ),
         )),
         Outcome::TimelineNotFollowed { end, newest_tli } => Err((
