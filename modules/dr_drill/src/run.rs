@@ -285,7 +285,11 @@ fn stages_in_order(plan: &Plan, run: &mut Run) -> Result<(), Stop> {
             stages::wait_recovery(plan, r, &sb, deadline)
         })
     })();
-    run.restore_seconds = Some(restore_clock.elapsed().as_secs_f64());
+    // The measured RTO: restore to ready, or, for a drill stopped by its budget, to the stop. A
+    // restore that failed otherwise has no RTO to report.
+    if matches!(&ready, Ok(()) | Err(Stop::Drill("rto_exceeded", _))) {
+        run.restore_seconds = Some(restore_clock.elapsed().as_secs_f64());
+    }
     ready?;
     run.stage("archive_proof", |r| stages::prove_replay(plan, r, &sb))?;
     let check_deadline = signals::deadline(a.max_check_seconds);
