@@ -4,8 +4,8 @@
 //! of it. `_last_success_timestamp_seconds` survives failed drills: it is carried over from the
 //! previous file.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use textfile::{gauge, label};
 
 /// What one drill measured.
 #[derive(Debug, Default)]
@@ -50,13 +50,6 @@ pub fn previous_success(text: &str, prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(&name))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
-}
-
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Render the file. `last_success` is the timestamp of the last passing drill (this one when it
@@ -170,18 +163,6 @@ pub fn render(prefix: &str, r: &Report, last_success: Option<f64>) -> String {
             .unwrap_or_default(),
     );
     out
-}
-
-/// One gauge with its HELP and TYPE lines; nothing when it has no sample.
-fn gauge(out: &mut String, prefix: &str, name: &str, help: &str, samples: &[(String, f64)]) {
-    if samples.is_empty() {
-        return;
-    }
-    let _ = writeln!(out, "# HELP {prefix}_{name} {help}");
-    let _ = writeln!(out, "# TYPE {prefix}_{name} gauge");
-    for (labels, value) in samples {
-        let _ = writeln!(out, "{prefix}_{name}{{{labels}}} {value}");
-    }
 }
 
 fn round(v: f64) -> f64 {

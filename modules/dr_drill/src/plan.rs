@@ -187,13 +187,7 @@ impl Plan {
             );
         }
         let prefix = &args.metrics_prefix;
-        if prefix.is_empty()
-            || prefix.len() > 100
-            || !prefix
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            || prefix.starts_with(|c: char| c.is_ascii_digit())
-        {
+        if !textfile::valid_prefix(prefix) {
             bail!(
                 "metrics_prefix: '{}' is not a valid metric name",
                 prefix.escape_default()

@@ -8,20 +8,12 @@
 //! `promtool check metrics` refuses it on a gauge.
 
 use pgbackrest::info::{Backup, Info};
-use std::fmt::Write as _;
+use textfile::label;
 
 /// The backup types, each a `type` label value.
 const TYPES: [&str; 3] = ["full", "diff", "incr"];
 
-/// Whether `prefix` can start a metric name (`[a-zA-Z_][a-zA-Z0-9_]*`, at most 100 characters).
-pub fn valid_prefix(prefix: &str) -> bool {
-    !prefix.is_empty()
-        && prefix.len() <= 100
-        && !prefix.starts_with(|c: char| c.is_ascii_digit())
-        && prefix
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
+pub use textfile::valid_prefix;
 
 /// The file name for a stanza: `<prefix>_<stanza>.prom`.
 pub fn file_name(prefix: &str, stanza: &str) -> String {
@@ -46,14 +38,7 @@ pub fn render(prefix: &str, stanza: &str, info: &Info, now: i64) -> String {
     };
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, samples: &[(String, i64)]| {
-        if samples.is_empty() {
-            return;
-        }
-        let _ = writeln!(out, "# HELP {prefix}_{name} {help}");
-        let _ = writeln!(out, "# TYPE {prefix}_{name} gauge");
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{prefix}_{name}{{{labels}}} {value}");
-        }
+        textfile::gauge(&mut out, prefix, name, help, samples)
     };
     gauge(
         "status_code",
@@ -117,14 +102,6 @@ pub fn render(prefix: &str, stanza: &str, info: &Info, now: i64) -> String {
             .unwrap_or_default(),
     );
     out
-}
-
-/// A label value, escaped as the text format wants.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
