@@ -195,6 +195,15 @@ fn kill_users_of(dir: &Path) {
     }
 }
 
+/// Whether an Incus instance of this name exists.
+pub fn container_exists(name: &str) -> bool {
+    Cmd::new("incus")
+        .args(["info", name])
+        .output()
+        .map(|o| o.success())
+        .unwrap_or(false)
+}
+
 /// What a drill that died holding the lock (SIGKILL, OOM, host crash) left: its container (the
 /// name is fixed per stanza) or its host directory (named by its pid) with a running
 /// PostgreSQL. `previous_owner` is the pid the dead drill recorded in the lock file (a drill that
@@ -214,12 +223,7 @@ pub fn recover(
     }
     let mut removed = Vec::new();
     if let Some(name) = container {
-        let exists = Cmd::new("incus")
-            .args(["info", name])
-            .output()
-            .map(|o| o.success())
-            .unwrap_or(false);
-        if exists {
+        if container_exists(name) {
             destroy(
                 &Sandbox::Incus {
                     name: name.to_owned(),

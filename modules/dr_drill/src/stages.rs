@@ -201,21 +201,12 @@ fn bad_files(plan: &Plan, run: &mut Run, program: &str, labels: &[String]) -> St
     }
 }
 
-/// Whether an instance of the drill's container name exists.
-pub fn container_exists(name: &str) -> bool {
-    Cmd::new("incus")
-        .args(["info", name])
-        .output()
-        .map(|o| o.success())
-        .unwrap_or(false)
-}
-
 /// Make the sandbox and put the configuration in it.
 pub fn make_sandbox(plan: &Plan, run: &mut Run) -> Result<Sandbox, Stop> {
     let user = RunAs::user("postgres").map_err(env_err("no_postgres_user"))?;
     let sb = match plan.sandbox {
         SandboxKind::Incus => {
-            if container_exists(&plan.container) {
+            if sandbox::container_exists(&plan.container) {
                 let msg = anyhow!(
                     "container '{}' already exists (a kept drill?); delete it first",
                     plan.container
