@@ -50,56 +50,58 @@ pub fn read_line(line: &str) -> Line<'_> {
 pub struct Conf {
     /// Values of secret options (cipher passes, S3 keys), commented-out ones included.
     pub secrets: Vec<String>,
-    /// `lock-path` as the stanza sees it.
-    pub lock_path: Option<String>,
     /// `pg1-path` of the stanza.
     pub pg1_path: Option<String>,
     /// `config-include-path`, when set in `[global]`.
     pub include_path: Option<String>,
-    /// `repo1-type` as the stanza sees it.
-    pub repo1_type: Option<String>,
-    /// `repo1-path` as the stanza sees it.
-    pub repo1_path: Option<String>,
+    /// Every option as the stanza sees it: its own section over `[global]`, a later file over an
+    /// earlier one. A Vec, not a map: a few dozen entries, and a map costs kilobytes of code.
+    values: Vec<(String, String)>,
 }
 
 impl Conf {
+    /// The value of `key` as the stanza sees it.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The first of `keys` that is set (an option and its older names).
+    pub fn get_any(&self, keys: &[&str]) -> Option<&str> {
+        keys.iter().find_map(|k| self.get(k))
+    }
+
+    /// `lock-path` as the stanza sees it.
+    pub fn lock_path(&self) -> Option<&str> {
+        self.get("lock-path")
+    }
+
     /// `repo1-type`, pgBackRest's default `posix` when unset.
     pub fn repo_type(&self) -> &str {
-        self.repo1_type.as_deref().unwrap_or("posix")
+        self.get("repo1-type").unwrap_or("posix")
     }
 
     /// `repo1-path`, pgBackRest's default when unset.
     pub fn repo_path(&self) -> &str {
-        self.repo1_path.as_deref().unwrap_or(DEFAULT_REPO_PATH)
+        self.get("repo1-path").unwrap_or(DEFAULT_REPO_PATH)
     }
-}
 
-/// Values from `[global]` and from the stanza's own section (which wins).
-#[derive(Default)]
-struct Layer {
-    global: Option<String>,
-    stanza: Option<String>,
-}
-
-impl Layer {
-    fn set(&mut self, in_stanza: bool, value: &str) {
-        let slot = if in_stanza {
-            &mut self.stanza
-        } else {
-            &mut self.global
-        };
-        *slot = Some(value.to_owned());
-    }
-    fn value(self) -> Option<String> {
-        self.stanza.or(self.global)
+    fn set(&mut self, key: &str, value: &str) {
+        match self.values.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => value.clone_into(&mut slot.1),
+            None => self.values.push((key.to_owned(), value.to_owned())),
+        }
     }
 }
 
 /// Parse one file's text for `stanza` into `conf`; values set here override earlier files'.
 pub fn parse(text: &str, stanza: &str, conf: &mut Conf) {
     let mut section = "";
-    let (mut lock, mut repo_type, mut repo_path) =
-        (Layer::default(), Layer::default(), Layer::default());
+    // This file's values: the stanza's section wins over `[global]` whatever their order.
+    let mut global: Vec<(&str, &str)> = Vec::new();
+    let mut own: Vec<(&str, &str)> = Vec::new();
     for line in text.lines() {
         let (key, value) = match read_line(line) {
             Line::Section(name) => {
@@ -122,27 +124,25 @@ pub fn parse(text: &str, stanza: &str, conf: &mut Conf) {
             conf.secrets.push(value.to_owned());
         }
         // `[global:command]` and `[stanza:command]` sections are read for secrets only.
-        let in_stanza = section == stanza;
-        if section != "global" && !in_stanza {
-            continue;
-        }
-        match key {
-            "lock-path" => lock.set(in_stanza, value),
-            "repo1-type" => repo_type.set(in_stanza, value),
-            "repo1-path" => repo_path.set(in_stanza, value),
-            "config-include-path" if !in_stanza => conf.include_path = Some(value.to_owned()),
-            "pg1-path" if in_stanza => conf.pg1_path = Some(value.to_owned()),
-            _ => {}
+        if section == stanza {
+            if key == "pg1-path" {
+                conf.pg1_path = Some(value.to_owned());
+            }
+            own.push((key, value));
+        } else if section == "global" {
+            if key == "config-include-path" {
+                conf.include_path = Some(value.to_owned());
+            }
+            global.push((key, value));
         }
     }
-    for (layer, slot) in [
-        (lock, &mut conf.lock_path),
-        (repo_type, &mut conf.repo1_type),
-        (repo_path, &mut conf.repo1_path),
-    ] {
-        if let Some(v) = layer.value() {
-            *slot = Some(v);
+    for (key, value) in global {
+        if !own.iter().any(|(k, _)| *k == key) {
+            conf.set(key, value);
         }
+    }
+    for (key, value) in own {
+        conf.set(key, value);
     }
 }
 
@@ -278,7 +278,7 @@ mod tests {
             &mut conf,
         );
         assert_eq!(conf.secrets, ["pass-canary", "AKIA1", "sek", "OLD", "p2"]);
-        assert_eq!(conf.lock_path.as_deref(), Some("/s"));
+        assert_eq!(conf.lock_path(), Some("/s"));
         assert_eq!(conf.pg1_path.as_deref(), Some("/data"));
         assert_eq!((conf.repo_type(), conf.repo_path()), ("s3", "/r"));
     }
@@ -291,7 +291,7 @@ mod tests {
             "main",
             &mut conf,
         );
-        assert_eq!(conf.lock_path.as_deref(), Some("/g"));
+        assert_eq!(conf.lock_path(), Some("/g"));
         assert_eq!(
             (conf.repo_type(), conf.repo_path()),
             ("posix", DEFAULT_REPO_PATH)
@@ -299,7 +299,7 @@ mod tests {
         parse("[main]\nrepo1-path=/later\n", "main", &mut conf);
         assert_eq!(conf.repo_path(), "/later");
         assert_eq!(
-            conf.lock_path.as_deref(),
+            conf.lock_path(),
             Some("/g"),
             "an earlier file's value stays"
         );

@@ -365,7 +365,7 @@ fn diff(before: &Status, action: Action, stanza: &str) -> Diff {
 
 /// An exclusive lock beside pgBackRest's own lock files, held for the rest of the run.
 fn lock(conf: &Conf, stanza: &StanzaName) -> Result<Lock, pgbackrest::Error> {
-    let dir = PathBuf::from(conf.lock_path.as_deref().unwrap_or(conf::DEFAULT_LOCK_PATH));
+    let dir = PathBuf::from(conf.lock_path().unwrap_or(conf::DEFAULT_LOCK_PATH));
     Lock::take(&dir, &format!("{stanza}-pgbackrest_stanza.lock"), true)
 }
 
