@@ -19,6 +19,7 @@ pub mod archive;
 pub mod checks;
 pub mod metrics;
 pub mod plan;
+pub mod repo_access;
 pub mod report;
 pub mod run;
 pub mod sandbox;

@@ -4,6 +4,7 @@
 
 use crate::archive::{self, Listing, Outcome, Segment};
 use crate::plan::{Plan, SandboxKind};
+use crate::repo_access::S3Route;
 use crate::run::{drill_err, env_err, rto_exceeded, CheckState, Run, Stop, DRILL_PORT};
 use crate::sandbox::{self, Sandbox};
 use crate::{find_program, signals};
@@ -261,17 +262,52 @@ fn incus_sandbox(plan: &Plan, run: &mut Run, user: &RunAs) -> Result<Sandbox, St
         init = init.args(["--profile", p]);
     }
     run.cmd(&init).map_err(env_err("launch_failed"))?;
-    if run.conf.repo_type() == "posix" {
-        let repo_path = run.conf.repo_path().to_owned();
-        let dev = Cmd::new("incus")
-            .args(["config", "device", "add", &plan.container, "repo", "disk"])
-            .arg(format!("source={repo_path}"))
-            .arg(format!("path={repo_path}"))
-            .args(["readonly=true", "shift=true"]);
-        run.cmd(&dev).map_err(env_err("launch_failed"))?;
-    }
+    let s3 = match run.conf.repo_type() {
+        "s3" => {
+            let route = S3Route::of(&run.conf).map_err(|e| Stop::Env("repo_route", anyhow!(e)))?;
+            let to = route
+                .resolve()
+                .map_err(|e| Stop::Env("repo_route", anyhow!(e)))?;
+            let proxy = Cmd::new("incus")
+                .args(["config", "device", "add", &plan.container, "repo", "proxy"])
+                .args(route.proxy(to))
+                .arg("bind=container");
+            run.cmd(&proxy).map_err(env_err("launch_failed"))?;
+            for (i, path) in route.ca_paths.iter().enumerate() {
+                run.cmd(&read_only_mount(
+                    &plan.container,
+                    &format!("repo-ca{i}"),
+                    path,
+                ))
+                .map_err(env_err("launch_failed"))?;
+            }
+            Some(route)
+        }
+        "posix" | "cifs" => {
+            let repo_path = run.conf.repo_path().to_owned();
+            run.cmd(&read_only_mount(&plan.container, "repo", &repo_path))
+                .map_err(env_err("launch_failed"))?;
+            None
+        }
+        other => {
+            let msg = anyhow!(
+                "repo1-type={other}: an incus drill reaches posix, cifs and s3 repositories \
+                 (sandbox: host reaches any)"
+            );
+            return Err(Stop::Env("repo_route", msg));
+        }
+    };
     run.cmd(&Cmd::new("incus").args(["start", &plan.container]))
         .map_err(env_err("launch_failed"))?;
+    if let Some(route) = s3 {
+        let hosts = Cmd::new("incus")
+            .args([
+                "file", "push", "--uid", "0", "--gid", "0", "--mode", "0644", "-",
+            ])
+            .arg(format!("{}/etc/hosts", plan.container))
+            .stdin(route.hosts_file().into_bytes());
+        run.cmd(&hosts).map_err(env_err("launch_failed"))?;
+    }
     run.sandbox = Some(sb.clone());
     let base = sb.base();
     run.cmd(&sb.postgres(&["mkdir", "-p", "-m", "0700", &base.to_string_lossy()]))
@@ -280,6 +316,15 @@ fn incus_sandbox(plan: &Plan, run: &mut Run, user: &RunAs) -> Result<Sandbox, St
     sb.write_file(&base.join("pgbackrest.conf"), &conf_text)
         .map_err(|e| Stop::Env("launch_failed", e))?;
     Ok(sb)
+}
+
+/// `incus config device add NAME DEVICE disk`: `path` of this host, read-only at the same path.
+fn read_only_mount(container: &str, device: &str, path: &str) -> Cmd {
+    Cmd::new("incus")
+        .args(["config", "device", "add", container, device, "disk"])
+        .arg(format!("source={path}"))
+        .arg(format!("path={path}"))
+        .args(["readonly=true", "shift=true"])
 }
 
 /// The configuration as the sandbox sees it.
@@ -387,10 +432,13 @@ pub fn start(plan: &Plan, run: &mut Run, sb: &Sandbox, deadline: Instant) -> Res
     // The restored configuration keeps the production socket directory and port: override them,
     // listen on no TCP address, archive nothing, and trust only the private socket. A formation's
     // synchronous_standby_names would make every write (CREATE EXTENSION of amcheck) wait forever
-    // for a standby the drill does not have.
+    // for a standby the drill does not have. TLS is off: no TCP, and a formation's certificate
+    // settings name files by their production paths (pg_autoctl --ssl-self-signed writes
+    // ssl_cert_file=<PGDATA>/server.crt), which the drill's data directory is not.
     let opts = format!(
         "-c unix_socket_directories={} -c listen_addresses='' -c port={DRILL_PORT} \
-         -c archive_mode=off -c synchronous_standby_names='' -c hba_file={}/drill_hba.conf",
+         -c archive_mode=off -c synchronous_standby_names='' -c ssl=off \
+         -c hba_file={}/drill_hba.conf",
         sb.socket_dir().display(),
         base.display()
     );
