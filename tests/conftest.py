@@ -11,11 +11,13 @@ import re
 import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from harness import REPO, BackedUpCluster, Cluster, SshServer, free_port, scratch_dir
+from lab import Lab
 
 MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_config", "pgbackrest_info",
            "pgbackrest_stanza"]
@@ -124,6 +126,21 @@ def drill_image():
     subprocess.run([REPO / "scripts" / "incus-up"], check=True, capture_output=True, text=True)
     out = subprocess.run([REPO / "scripts" / "drill-image"], check=True, capture_output=True, text=True)
     return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory):
+    """The lab of real hosts (scripts/lab up in a scratch dir), once per session; destroyed at
+    the end whatever happened (test_lab_network.py destroys it itself and checks for leftovers)."""
+    work = Path(tempfile.mkdtemp(prefix="vz-lab-", dir="/tmp"))
+    the_lab = Lab(work, Path("/proc/sys/net/ipv4/ip_forward").read_text().strip())
+    try:
+        up = the_lab.up_result
+        assert up.returncode == 0, f"scripts/lab up failed:\n{up.stderr}"
+        yield the_lab
+    finally:
+        the_lab.destroy()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

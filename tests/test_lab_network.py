@@ -2,39 +2,22 @@
 bridge, checked against the network rule while the lab is up, reached the way a playbook will
 reach them (Ansible over SSH as root with the lab's key), and checked for leftovers after destroy.
 
-The lab is module-scoped: `scripts/lab up` once in a scratch dir, the tests read it in file order,
-the last one destroys it (the fixture destroys it again at the end, whatever happened before).
+The lab is the session's (conftest.py `lab`, shared with test_lab_hosts.py, which runs first): the
+tests read it in file order, the last one destroys it (the fixture destroys it again at the end,
+whatever happened before).
 """
 
 import json
 import os
 import re
-import shlex
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
-import pytest
+from lab import ADDR, LAB, NAMES, incus, parse_env, run
 
-from harness import REPO
-
-LAB = REPO / "scripts" / "lab"
-NAMES = ["vz-lab-monitor", "vz-lab-node1", "vz-lab-node2"]
 BRIDGE = "vzlab0"
 PROFILE = "vz-lab"
 POOL = "vz-lab"
-ADDR = {"vz-lab-monitor": "198.18.0.10", "vz-lab-node1": "198.18.0.11",
-        "vz-lab-node2": "198.18.0.12"}
-
-
-def run(*args, check=True, timeout=600):
-    return subprocess.run([str(a) for a in args], check=check, capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def incus(*args, check=True):
-    return run("incus", *args, check=check)
 
 
 def ip_forward():
@@ -47,45 +30,15 @@ def blackhole_routes():
     return [line.split() for line in out.splitlines() if line.split()[1:2] == ["198.18.0.0/15"]]
 
 
-def parse_env(text):
-    """`scripts/lab env` output (NAME='value' lines) as a dict."""
-    env = {}
-    for line in text.splitlines():
-        words = shlex.split(line)
-        if len(words) == 1 and "=" in words[0]:
-            name, value = words[0].split("=", 1)
-            env[name] = value
-    return env
-
-
-@pytest.fixture(scope="module")
-def lab():
-    base = Path(tempfile.mkdtemp(prefix="vz-lab-", dir="/tmp"))
-    lab_dir = base / "lab"
-    before = ip_forward()
-    up = run(LAB, "up", lab_dir, check=False)
-    try:
-        assert up.returncode == 0, f"scripts/lab up failed:\n{up.stderr}"
-        env = parse_env(run(LAB, "env", lab_dir).stdout)
-        assert env == parse_env(up.stdout), "up prints the env variables"
-        yield {"dir": lab_dir, "env": env, "ip_forward_before": before, "work": base}
-    finally:
-        run(LAB, "destroy", lab_dir, check=False)
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def ssh(lab, host, command, check=True):
-    return run("ssh", "-F", lab["env"]["LAB_SSH_CONFIG"], host, command, check=check, timeout=60)
-
-
 def test_env_names_every_address_and_the_key(lab):
-    env = lab["env"]
+    env = lab.env
+    assert parse_env(run(LAB, "env", lab.dir).stdout) == env, "up prints the env variables"
     assert env["LAB_HOSTS"].split() == NAMES
     addresses = [env[f"LAB_{n.removeprefix('vz-lab-').upper()}_ADDR"] for n in NAMES]
     assert addresses == list(ADDR.values())
     assert env["LAB_USER"] == "root" and env["LAB_BRIDGE"] == BRIDGE
     key = Path(env["LAB_KEY"])
-    assert key.parent == lab["dir"] and key.stat().st_mode & 0o077 == 0
+    assert key.parent == lab.dir and key.stat().st_mode & 0o077 == 0
     assert Path(env["LAB_KNOWN_HOSTS"]).read_text().count("ssh-ed25519") == 3
 
 
@@ -111,7 +64,7 @@ def test_bridge_has_nat_routing_firewall_and_ipv6_off(lab):
 
 
 def test_ip_forwarding_is_what_it_was_before_up(lab):
-    assert ip_forward() == lab["ip_forward_before"]
+    assert ip_forward() == lab.ip_forward_before
 
 
 def test_no_container_has_a_default_route(lab):
@@ -139,15 +92,15 @@ def test_systemd_is_pid1_and_the_host_ids_are_postgres(lab):
 
 def test_containers_have_their_own_machine_id_and_host_key(lab):
     machine_ids = {incus("exec", n, "--", "cat", "/etc/machine-id").stdout.strip() for n in NAMES}
-    known_hosts = Path(lab["env"]["LAB_KNOWN_HOSTS"]).read_text().splitlines()
+    known_hosts = Path(lab.env["LAB_KNOWN_HOSTS"]).read_text().splitlines()
     host_keys = {line.split()[2] for line in known_hosts}
     assert len(machine_ids) == 3 and "" not in machine_ids
     assert len(host_keys) == 3
 
 
 def test_ansible_ping_over_ssh_reaches_all_three(lab):
-    env = lab["env"]
-    inventory = lab["work"] / "inventory.json"
+    env = lab.env
+    inventory = lab.work / "inventory.json"
     ssh_args = (f"-o UserKnownHostsFile={env['LAB_KNOWN_HOSTS']} -o StrictHostKeyChecking=yes "
                 "-o IdentitiesOnly=yes")
     inventory.write_text(json.dumps({"all": {"hosts": {
@@ -155,13 +108,13 @@ def test_ansible_ping_over_ssh_reaches_all_three(lab):
                "ansible_ssh_private_key_file": env["LAB_KEY"], "ansible_ssh_common_args": ssh_args,
                "ansible_python_interpreter": "/usr/bin/python3"} for name in NAMES}}}))
     # Only these settings: not the repository's ansible.cfg nor a user's.
-    config = lab["work"] / "ansible.cfg"
+    config = lab.work / "ansible.cfg"
     config.write_text("[defaults]\n")
     proc = subprocess.run(
         ["ansible", "all", "-i", str(inventory), "-m", "ansible.builtin.ping", "--one-line"],
-        capture_output=True, text=True, timeout=300, cwd=lab["work"],
+        capture_output=True, text=True, timeout=300, cwd=lab.work,
         env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
-             "ANSIBLE_CONFIG": str(config), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(lab["work"] / "cp")})
+             "ANSIBLE_CONFIG": str(config), "ANSIBLE_SSH_CONTROL_PATH_DIR": str(lab.work / "cp")})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     results = dict(re.findall(r"^(\S+) \| SUCCESS => (\{.*\})$", proc.stdout, re.M))
     assert sorted(results) == NAMES, proc.stdout
@@ -177,17 +130,17 @@ def test_root_logs_in_by_the_lab_key_only(lab, tmp_path):
     other = tmp_path / "other"
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", other)
     proc = run("ssh", "-F", os.devnull, "-i", other, "-o", "IdentitiesOnly=yes",
-               "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={lab['env']['LAB_KNOWN_HOSTS']}",
+               "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={lab.env['LAB_KNOWN_HOSTS']}",
                "-o", "StrictHostKeyChecking=yes", f"root@{ADDR['vz-lab-node1']}", "true",
                check=False)
     assert proc.returncode == 255 and "Permission denied (publickey)" in proc.stderr, proc.stderr
-    assert ssh(lab, "vz-lab-node1", "id -un").stdout.strip() == "root"
+    assert lab.ssh("vz-lab-node1", "id -un").stdout.strip() == "root"
 
 
 def test_containers_reach_each_other_by_address_and_name(lab):
-    ssh(lab, "vz-lab-node1", "bash -c '</dev/tcp/198.18.0.12/22'")
-    ssh(lab, "vz-lab-node2", "bash -c '</dev/tcp/vz-lab-monitor/22'")
-    ssh(lab, "vz-lab-monitor", "bash -c '</dev/tcp/vz-lab-node1/22'")
+    lab.ssh("vz-lab-node1", "bash -c '</dev/tcp/198.18.0.12/22'")
+    lab.ssh("vz-lab-node2", "bash -c '</dev/tcp/vz-lab-monitor/22'")
+    lab.ssh("vz-lab-monitor", "bash -c '</dev/tcp/vz-lab-node1/22'")
     for name in NAMES:
         hosts = incus("exec", name, "--", "cat", "/etc/hosts").stdout
         for other in NAMES:
@@ -195,7 +148,7 @@ def test_containers_reach_each_other_by_address_and_name(lab):
 
 
 def test_status_reports_each_container_address_and_ssh(lab):
-    out = run(LAB, "status", lab["dir"]).stdout
+    out = run(LAB, "status", lab.dir).stdout
     for name in NAMES:
         line = next(line for line in out.splitlines() if line.startswith(name + " "))
         assert line.split() == [name, "RUNNING", ADDR[name], ADDR[name], "yes"], line
@@ -208,20 +161,20 @@ def test_up_again_keeps_the_running_containers(lab):
                     json.loads(incus("query", f"/1.0/instances/{n}/state").stdout)["pid"])
                 for n in NAMES}
     before = identity()
-    up = run(LAB, "up", lab["dir"])
-    assert parse_env(up.stdout) == lab["env"]
+    up = run(LAB, "up", lab.dir)
+    assert parse_env(up.stdout) == lab.env
     assert identity() == before
 
 
 def test_up_from_another_dir_is_refused_while_the_lab_exists(lab):
-    other = lab["work"] / "other"
+    other = lab.work / "other"
     proc = run(LAB, "up", other, check=False)
-    assert proc.returncode != 0 and f"the lab is up from {lab['dir']}" in proc.stderr
-    assert run(LAB, "status", lab["dir"], check=False).returncode == 0
+    assert proc.returncode != 0 and f"the lab is up from {lab.dir}" in proc.stderr
+    assert run(LAB, "status", lab.dir, check=False).returncode == 0
 
 
 def test_destroy_leaves_no_lab_resource_behind(lab):
-    run(LAB, "destroy", lab["dir"])
+    run(LAB, "destroy", lab.dir)
     for name in NAMES:
         assert incus("info", name, check=False).returncode != 0, name
     assert incus("profile", "show", PROFILE, check=False).returncode != 0
@@ -230,9 +183,12 @@ def test_destroy_leaves_no_lab_resource_behind(lab):
     assert run("ip", "link", "show", BRIDGE, check=False).returncode != 0
     assert blackhole_routes() == []
     assert "198.18." not in run("ip", "-4", "route").stdout
-    assert ip_forward() == lab["ip_forward_before"]
-    assert not lab["dir"].exists()
+    assert ip_forward() == lab.ip_forward_before
+    assert not lab.dir.exists()
+    # The S3 endpoint is stopped and this machine's hosts line for it removed.
+    assert "# veza-lab" not in Path("/etc/hosts").read_text()
+    assert run("pgrep", "-f", "veza-lab-s3", check=False).returncode == 1
     # The image stays, for the next up; status now says the lab is not there.
     assert incus("image", "info", "veza-lab-host", check=False).returncode == 0
-    assert run(LAB, "status", lab["dir"], check=False).returncode == 1
-    run(LAB, "destroy", lab["dir"])
+    assert run(LAB, "status", lab.dir, check=False).returncode == 1
+    run(LAB, "destroy", lab.dir)

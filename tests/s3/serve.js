@@ -12,7 +12,8 @@
 // - The process exits when its stdin closes, so it dies with the harness that started it.
 //
 // Usage: NODE_PATH=<s3rver's node_modules> node serve.js --directory D --cert C --key K
-//        --region R [--port N] --bucket B... <credentials-then-keep-open
+//        --region R [--address A] [--port N] --bucket B... <credentials-then-keep-open
+// (--address: 127.0.0.1 by default; the lab of real hosts gives its bridge's address.)
 'use strict';
 
 const crypto = require('crypto');
@@ -22,7 +23,7 @@ const AWSAccount = require('s3rver/lib/models/account');
 const S3Error = require('s3rver/lib/models/error');
 
 function parseArgs(argv) {
-  const opts = { port: 0, buckets: [] };
+  const opts = { address: '127.0.0.1', port: 0, buckets: [] };
   for (let i = 0; i < argv.length; i += 2) {
     const [name, value] = [argv[i], argv[i + 1]];
     if (value === undefined) throw new Error(`${name} needs a value`);
@@ -31,6 +32,7 @@ function parseArgs(argv) {
       case '--cert': opts.cert = value; break;
       case '--key': opts.key = value; break;
       case '--region': opts.region = value; break;
+      case '--address': opts.address = value; break;
       case '--port': opts.port = Number(value); break;
       case '--bucket': opts.buckets.push(value); break;
       default: throw new Error(`unknown argument ${name}`);
@@ -163,7 +165,7 @@ async function main() {
   AWSAccount.DUMMY_ACCOUNT.createKeyPair(accessKeyId, secretAccessKey);
 
   const server = new S3rver({
-    address: '127.0.0.1',
+    address: opts.address,
     port: opts.port,
     directory: opts.directory,
     cert: fs.readFileSync(opts.cert),

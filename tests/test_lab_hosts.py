@@ -1,0 +1,227 @@
+"""The production path on the lab of real hosts (scripts/lab): the pg_auto_failover formation as
+systemd services in containers, playbooks/postgres_ha.yml over SSH with the lab-hosts inventory
+(the roles' production defaults: /etc/pgbackrest, units enabled in /etc/systemd/system, an S3
+repository over verified TLS, aes-256-cbc, zst, secrets from the vault), backups fired by systemd
+on the primary of the moment only, before and after a switchover, and restore drills on this
+machine reading the bucket through the drill container's proxy device.
+
+The tests run in file order on the session's lab (conftest.py `lab`); test_lab_network.py runs
+after them and destroys it.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from harness import REPO
+from lab import INVENTORY, MONITOR_PGDATA, NODES, run
+
+VAULT_PASSWORD = INVENTORY / "vault-password"
+
+
+def lab_secrets():
+    """The vault's values: the canaries no output may contain."""
+    out = run("ansible-vault", "view", "--vault-password-file", VAULT_PASSWORD,
+              INVENTORY / "group_vars" / "all" / "vault.yml").stdout
+    values = [v for v in yaml.safe_load(out).values()]
+    assert len(values) == 3 and all(len(v) >= 16 for v in values)
+    return values
+
+
+def assert_no_secret(text, secrets, what):
+    for secret in secrets:
+        assert secret not in text, f"a vault secret appears in {what}"
+
+
+def play(ansible, lab, *extra, playbook="postgres_ha.yml"):
+    rc, out = ansible.run("ansible-playbook", "-i", INVENTORY, "--vault-password-file",
+                          VAULT_PASSWORD, "-e", f"lab_dir={lab.dir}",
+                          REPO / "playbooks" / playbook, *extra)
+    return rc, out
+
+
+def recap(out):
+    """{host: {ok, changed, failed, ...}} from the PLAY RECAP."""
+    hosts = {}
+    for host, fields in re.findall(r"^(\S+)\s+:\s+(ok=.*)$", out, re.M):
+        hosts[host] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", fields)}
+    return hosts
+
+
+def monitor_state(lab):
+    out = lab.as_postgres("vz-lab-monitor", "pg_autoctl", "show", "state", "--pgdata",
+                          MONITOR_PGDATA, "--json").stdout
+    return {f"vz-lab-{n['nodename']}": n["current_group_state"] for n in json.loads(out)}
+
+
+def primary_and_standby(lab):
+    state = monitor_state(lab)
+    primary = [n for n, s in state.items() if s == "primary"]
+    standby = [n for n, s in state.items() if s == "secondary"]
+    assert len(primary) == 1 and len(standby) == 1, state
+    return primary[0], standby[0]
+
+
+def backups(lab, host):
+    """The labels of the stanza's backups, read on `host` with its own configuration."""
+    out = lab.as_postgres(host, "pgbackrest", "--stanza=main", "--output=json", "info").stdout
+    return [b["label"] for b in json.loads(out)[0]["backup"]]
+
+
+def fire(lab, host, unit):
+    """`systemctl start UNIT` (a oneshot: returns when it ended) and its outcome."""
+    start = lab.ssh(host, f"systemctl start {unit}", check=False)
+    show = lab.ssh(host, f"systemctl show -p Result -p ActiveState -p ExecMainStatus {unit}")
+    props = dict(line.split("=", 1) for line in show.stdout.split())
+    failed = lab.ssh(host, f"systemctl is-failed {unit}", check=False).stdout.strip()
+    journal = lab.ssh(host, f"journalctl -u {unit} --no-pager -o cat -n 40").stdout
+    return start.returncode, props, failed, journal
+
+
+@pytest.fixture(scope="module")
+def converged(lab, ansible):
+    """postgres_ha.yml over SSH, the first time: (rc, output)."""
+    return play(ansible, lab)
+
+
+def test_formation_runs_as_systemd_services(lab):
+    for host in ["vz-lab-monitor", *NODES]:
+        assert lab.ssh(host, "systemctl is-active pgautofailover.service").stdout.strip() == "active"
+        assert lab.ssh(host, "systemctl is-enabled pgautofailover.service").stdout.strip() == "enabled"
+    assert sorted(monitor_state(lab).values()) == ["primary", "secondary"]
+
+
+def test_postgres_ha_converges_over_ssh_with_the_production_paths(lab, converged):
+    rc, out = converged
+    assert rc == 0, out[-4000:]
+    hosts = recap(out)
+    assert set(hosts) == {*NODES, "drillhost"}, out[-2000:]
+    assert all(h["failed"] == 0 and h["unreachable"] == 0 for h in hosts.values()), hosts
+    assert_no_secret(out, lab_secrets(), "the playbook's output")
+    for host in NODES:
+        conf = lab.ssh(host, "stat -c '%U:%G %a' /etc/pgbackrest/pgbackrest.conf").stdout.split()
+        assert conf == ["root:postgres", "640"], (host, conf)
+        units = lab.ssh(host, "ls /etc/systemd/system").stdout.split()
+        assert {"pgbackrest-full.timer", "pgbackrest-diff.timer",
+                "pgbackrest-heartbeat.timer"} <= set(units), units
+        # WAL archiving into the bucket works from the primary of the moment (pgbackrest check).
+    primary, _ = primary_and_standby(lab)
+    lab.as_postgres(primary, "pgbackrest", "--stanza=main", "check")
+
+
+def test_a_second_run_changes_nothing_and_check_diff_shows_no_secret(lab, ansible, converged):
+    assert converged[0] == 0
+    rc, out = play(ansible, lab)
+    assert rc == 0, out[-4000:]
+    assert all(h["changed"] == 0 for h in recap(out).values()), out[-3000:]
+    rc, out = play(ansible, lab, "--check", "--diff")
+    assert rc == 0, out[-4000:]
+    assert all(h["changed"] == 0 for h in recap(out).values()), out[-3000:]
+    assert_no_secret(out, lab_secrets(), "the --check --diff output")
+
+
+def test_timers_are_enabled_with_their_randomized_delay(lab, converged):
+    assert converged[0] == 0
+    for host in NODES:
+        timers = lab.ssh(host, "systemctl list-timers --all --no-legend --plain").stdout
+        for unit in ("pgbackrest-full.timer", "pgbackrest-diff.timer", "pgbackrest-heartbeat.timer"):
+            assert unit in timers, (host, timers)
+            assert lab.ssh(host, f"systemctl is-enabled {unit}").stdout.strip() == "enabled"
+        delay = lab.ssh(host, "systemctl show -p RandomizedDelayUSec pgbackrest-full.timer").stdout
+        assert delay.strip() == "RandomizedDelayUSec=30min", (host, delay)
+
+
+def backup_round(lab):
+    """Fire the full backup on both nodes: the primary backs up, the standby skips quietly."""
+    primary, standby = primary_and_standby(lab)
+    before = backups(lab, primary)
+    rc, props, failed, journal = fire(lab, primary, "pgbackrest-full.service")
+    assert rc == 0 and props["Result"] == "success", (primary, props, journal)
+    after = backups(lab, primary)
+    assert len(after) == len(before) + 1, (before, after)
+    # The standby's condition says "not the primary": skipped, not failed.
+    rc, props, failed, journal = fire(lab, standby, "pgbackrest-full.service")
+    assert rc == 0 and props["Result"] == "success" and failed != "failed", (standby, props)
+    assert "exec-condition" in journal, journal
+    assert backups(lab, standby) == after, "the standby took no backup"
+    # The metrics are the primary's: written after its backup, none from the skip.
+    prom = "/var/lib/node_exporter/textfile_collector"
+    assert lab.ssh(primary, f"ls {prom}").stdout.split(), primary
+    return primary, standby, after
+
+
+def test_backups_fire_on_the_primary_only(lab, converged):
+    assert converged[0] == 0
+    backup_round(lab)
+
+
+def test_after_a_switchover_the_new_primary_backs_up_and_the_old_one_skips(lab, converged):
+    assert converged[0] == 0
+    old_primary, old_standby = primary_and_standby(lab)
+    lab.as_postgres("vz-lab-monitor", "pg_autoctl", "perform", "switchover", "--pgdata",
+                    MONITOR_PGDATA, check=True)
+    deadline = time.monotonic() + 180
+    while True:
+        state = monitor_state(lab)
+        if state.get(old_standby) == "primary" and state.get(old_primary) == "secondary":
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(1)
+    primary, standby, _ = backup_round(lab)
+    assert (primary, standby) == (old_standby, old_primary)
+
+
+def drill_unit(lab):
+    return lab.dir / "drillhost" / "systemd" / "pgbackrest-drill.service"
+
+
+def test_the_drill_restores_from_the_bucket(lab, converged, drill_image):
+    assert converged[0] == 0
+    proc = run(REPO / "scripts" / "run-unit", drill_unit(lab), check=False, timeout=1200)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert_no_secret(out, lab_secrets(), "the drill's output")
+    metrics = (lab.dir / "drillhost" / "textfile_collector").glob("*.prom")
+    text = "".join(p.read_text() for p in metrics)
+    assert re.search(r'^veza_backup_drill_success\{[^}]*\} 1$', text, re.M), text
+    assert_no_secret(text, lab_secrets(), "the drill's metrics")
+    # The ephemeral container is gone.
+    names = run("incus", "list", "-f", "csv", "-c", "n").stdout.split()
+    assert "pg-restore-drill-vz-lab" not in names
+
+
+def test_a_drill_with_a_wrong_s3_key_fails_without_any_key_in_its_output(lab, converged,
+                                                                        drill_image, module_bin,
+                                                                        tmp_path):
+    assert converged[0] == 0
+    wrong_key = "VZWRONGCANARY" + os.urandom(4).hex().upper()
+    conf = (lab.dir / "drillhost" / "pgbackrest.conf").read_text()
+    assert "repo1-s3-key=" in conf
+    bad = tmp_path / "pgbackrest.conf"
+    bad.write_text(re.sub(r"^repo1-s3-key=.*$", f"repo1-s3-key={wrong_key}", conf, flags=re.M))
+    os.chmod(tmp_path, 0o755)
+    shutil.chown(bad, "root", "postgres")
+    bad.chmod(0o640)
+    args = tmp_path / "args.json"
+    args.write_text(json.dumps({
+        "stanza": "main", "config": str(bad), "image": drill_image,
+        "container_name": "pg-restore-drill-vz-lab-wrongkey",
+        "metrics_dir": str(tmp_path / "metrics"), "lock_dir": str(tmp_path / "lock"),
+    }))
+    proc = subprocess.run([module_bin("dr_drill"), str(args)], capture_output=True, text=True,
+                          timeout=600)
+    out = proc.stdout + proc.stderr
+    result = json.loads(proc.stdout)
+    assert result.get("failed") is True, out[-3000:]
+    # The repository could not be read: the key is wrong, and the message says so without it.
+    assert "InvalidAccessKeyId" in out or "403" in out, out[-3000:]
+    assert_no_secret(out, [wrong_key, *lab_secrets()], "the wrong-key drill's output")
+    text = "".join(p.read_text() for p in (tmp_path / "metrics").glob("*.prom"))
+    assert re.search(r'^veza_backup_drill_success\{[^}]*\} 0$', text, re.M), text
+    assert_no_secret(text, [wrong_key, *lab_secrets()], "the wrong-key drill's metrics")
