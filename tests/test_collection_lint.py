@@ -19,7 +19,9 @@ ROLES = sorted(p.name for p in (COLLECTION / "roles").iterdir())
 
 def test_antsibull_docs_lint_passes_on_the_installed_collection(collections_path):
     installed = collections_path / "ansible_collections/veza/pgbackrest"
-    proc = subprocess.run(["antsibull-docs", "lint-collection-docs", "--plugin-docs", str(installed)],
+    # Every reference checked (to this collection and to others, ansible.builtin included).
+    proc = subprocess.run(["antsibull-docs", "lint-collection-docs", "--plugin-docs", "--validate-collection-refs",
+                           "all", "--disallow-unknown-collection-refs", str(installed)],
                           env={**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collections_path)},
                           capture_output=True, text=True)
     assert proc.returncode == 0 and not proc.stdout.strip(), proc.stdout + proc.stderr
