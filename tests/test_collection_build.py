@@ -42,7 +42,9 @@ def test_ansible_doc_lists_and_shows_every_module(ansible):
         assert doc["doc"]["options"].keys() == sidecar["DOCUMENTATION"]["options"].keys()
         assert doc["doc"]["attributes"]["check_mode"]["support"] == "full"
         assert doc["doc"]["attributes"]["platform"]["platforms"] == "posix"
-        assert doc["doc"]["requirements"], f"{m} lists no requirements"
+        for name, attribute in doc["doc"]["attributes"].items():
+            assert attribute.get("support") and attribute.get("description"), f"{m}: attribute {name}"
+        assert doc["doc"]["requirements"] and doc["doc"]["seealso"], f"{m} lists no requirements or seealso"
         # The action plugin adds veza_transport (and the platform fact) to results: documented
         # alike everywhere.
         transport, platform = _transport_doc()
