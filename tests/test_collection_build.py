@@ -41,6 +41,15 @@ def test_ansible_doc_lists_and_shows_every_module(ansible):
         sidecar = yaml.safe_load((REPO / "collection/plugins/modules" / f"{m}.yml").read_text())
         assert doc["doc"]["options"].keys() == sidecar["DOCUMENTATION"]["options"].keys()
         assert doc["doc"]["attributes"]["check_mode"]["support"] == "full"
+        assert doc["doc"]["attributes"]["platform"]["platforms"] == "posix"
+        for name, attribute in doc["doc"]["attributes"].items():
+            assert attribute.get("support") and attribute.get("description"), f"{m}: attribute {name}"
+        assert doc["doc"]["requirements"] and doc["doc"]["seealso"], f"{m} lists no requirements or seealso"
+        # The action plugin adds veza_transport (and the platform fact) to results: documented
+        # alike everywhere.
+        transport, platform = _transport_doc()
+        assert sidecar["RETURN"]["veza_transport"] == transport, m
+        assert sidecar["RETURN"]["ansible_facts"]["contains"]["veza_pgbackrest_platform"] == platform, m
         used = list(_example_modules(doc["examples"]))
         assert f"veza.pgbackrest.{m}" in used and all(u.count(".") == 2 for u in used), used
         # The text an operator reads renders too (a `: ` in a plain YAML note once made it a
@@ -51,15 +60,17 @@ def test_ansible_doc_lists_and_shows_every_module(ansible):
         assert "OPTIONS" in text.stdout and "EXAMPLES" in text.stdout, text.stdout[:500]
 
 
+def _transport_doc():
+    """The RETURN entries of what the action plugin adds (veza_transport, the platform fact), as
+    the first module (sorted) documents them."""
+    ret = yaml.safe_load((REPO / "collection/plugins/modules" / f"{sorted(MODULES)[0]}.yml").read_text())["RETURN"]
+    return ret["veza_transport"], ret["ansible_facts"]["contains"]["veza_pgbackrest_platform"]
+
+
 def _example_modules(examples):
     """The module keys of each example task (FQCN expected)."""
     for task in yaml.safe_load(examples):
         yield next(k for k in task if k not in ("name", "register", "when", "check_mode", "become", "vars"))
-
-
-def test_every_module_is_in_the_action_group():
-    runtime = yaml.safe_load((REPO / "collection/meta/runtime.yml").read_text())
-    assert sorted(runtime["action_groups"]["all"]) == sorted(MODULES)
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +113,13 @@ def test_ansible_doc_shows_the_roles(ansible):
     assert listed.returncode == 0, listed.stderr
     for role in (REPO / "collection/roles").iterdir():
         assert f"veza.pgbackrest.{role.name}:" in listed.stdout
+        # The text view (what `ansible-doc -t role` prints) renders every option of the spec.
+        text = subprocess.run(["ansible-doc", "-t", "role", f"veza.pgbackrest.{role.name}"], env=ansible.env,
+                              capture_output=True, text=True)
+        assert text.returncode == 0 and "ERROR" not in text.stderr and "WARNING" not in text.stderr, text.stderr
+        spec = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]
+        assert "ENTRY POINT: *main*" in text.stdout, text.stdout[:500]
+        assert all(name in text.stdout for name in spec["options"]), text.stdout[:500]
 
 
 def test_ansible_doc_shows_the_filters(ansible):

@@ -76,9 +76,10 @@ def test_playbook_with_string_extra_vars_and_module_defaults(formation, ansible)
 - hosts: localhost
   gather_facts: false
   module_defaults:
-    group/veza.pgbackrest.all:
-      source: sql
+    group/veza.pgbackrest.postgresql:
       login_unix_socket: {formation.base}
+    {FQCN}:
+      source: sql
   tasks:
     - name: port and boolean arrive as strings from -e and are coerced
       {FQCN}:
