@@ -16,6 +16,7 @@ import os
 import platform
 import stat
 import subprocess
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -204,7 +205,6 @@ def action(task=None, connection=None):
                                   **(task or {})})
     am._connection = SimpleNamespace(**{"_shell": SimpleNamespace(SHELL_FAMILY="sh"), "has_pipelining": True,
                                         "always_pipeline_modules": False, "transport": "ssh", **(connection or {})})
-    am._supports_check_mode = True
     return am
 
 
@@ -255,11 +255,43 @@ def test_module_args_carry_the_internals_the_binaries_read_without_touching_the_
     assert json.loads(json.dumps(args, cls=bt.ENCODER)) == args
 
 
-def test_check_mode_on_a_module_without_it_is_refused_before_anything_runs():
-    am = action({"check_mode": True})
-    am._supports_check_mode = False
-    with pytest.raises(AnsibleError, match="check mode is not supported"):
-        am._module_args()
+def test_an_ansible_core_without_the_command_methods_takes_the_normal_path(monkeypatch):
+    monkeypatch.setattr(bt, "FAST_PATH_MISSING", ["_low_level_execute_command"])
+    assert "has no ActionBase._low_level_execute_command" in action()._fast_path_unavailable({})
+
+
+# -- the ansible-core version shims (tests/test_ansible_versions.py runs them on each release) --
+
+def test_parse_returned_data_gives_the_profile_only_to_a_release_that_takes_it():
+    class Since219:
+        def _parse_returned_data(self, res, profile):
+            return {"profile": profile, **res}
+
+    class Before219:
+        def _parse_returned_data(self, res):
+            return dict(res)
+    assert bt.parse_returned_data(Since219(), {"stdout": "x"}) == {"profile": "legacy", "stdout": "x"}
+    assert bt.parse_returned_data(Before219(), {"stdout": "x"}) == {"stdout": "x"}
+
+
+def test_parse_returned_data_without_ansibles_parser_is_a_module_failure():
+    data = bt.parse_returned_data(object(), {"stdout": "not json", "stderr": "boom", "rc": 2})
+    assert data["failed"] is True and data["_ansible_parsed"] is False
+    assert (data["module_stdout"], data["module_stderr"], data["rc"]) == ("not json", "boom", 2)
+
+
+def test_the_own_remove_internal_keys_does_what_ansibles_does():
+    from ansible.vars.clean import remove_internal_keys
+
+    def sample():
+        return {"changed": True, "_ansible_no_log": True, "add_host": {"host_name": "x"}, "_ansible_parsed": True, "warnings": [],
+                "deprecations": ["kept"], "ansible_facts": {"discovered_interpreter_python": "/p",
+                                                            "veza_pgbackrest_platform": {}}}
+    ours, theirs = sample(), sample()
+    bt._own_remove_internal_keys(ours)
+    remove_internal_keys(theirs)
+    assert ours == theirs == {"changed": True, "_ansible_parsed": True, "deprecations": ["kept"],
+                              "ansible_facts": {"veza_pgbackrest_platform": {}}}
 
 
 # -- the commands sent to the target, run by /bin/sh here ---------------------------------------
@@ -330,6 +362,47 @@ def test_upload_that_does_not_match_its_digest_fails_and_leaves_nothing(target, 
         target._upload(str(binary), DIGEST)
     assert list((target.home / bt.CACHE_DIR).iterdir()) == []
     assert target._run_cached(DIGEST, b"")["stdout"].strip() == bt.MISSING
+
+
+def test_an_upload_prunes_old_builds_this_version_does_not_ship_and_nothing_else(target, tmp_path):
+    binary = tmp_path / "pg_role_detect"
+    binary.write_bytes(b"#!/bin/sh\necho new\n")
+    digest = hashlib.sha256(binary.read_bytes()).hexdigest()
+    hour_and_more = time.time() - (bt.PRUNE_AFTER_MINUTES + 5) * 60
+    files = {"old_release": ("cd" * 32, hour_and_more), "shipped_sibling": ("ef" * 32, hour_and_more),
+             "just_uploaded_by_another_version": ("12" * 32, None),
+             "old_partial_upload": (f".{'34' * 32}.4242", hour_and_more),
+             "not_ours": ("notes.txt", hour_and_more)}
+    for name, mtime in files.values():
+        path = cached(target, name, "#!/bin/sh\n")
+        if mtime:
+            os.utime(path, (mtime, mtime))
+    target._upload(str(binary), digest, keep={"ef" * 32})
+    left = {p.name for p in (target.home / bt.CACHE_DIR).iterdir()}
+    assert left == {digest, "ef" * 32, "12" * 32, "notes.txt"}
+
+
+def test_a_binary_pruned_between_the_test_and_the_start_is_reported_missing(target):
+    """Another version's prune removing the file after `[ -x ]`: stood for by a file that is
+    executable but cannot be started, and goes (the shell's 127 with the file gone)."""
+    path = cached(target, DIGEST, "#!/nonexistent/interpreter\n")
+    target._compute_environment_string = lambda: f"rm -f {path};"
+    res = target._run_cached(DIGEST, b"{}")
+    assert res["stdout"].strip() == bt.MISSING and not path.exists()
+
+
+def test_a_module_exiting_127_is_not_mistaken_for_a_missing_binary(target):
+    cached(target, DIGEST, '#!/bin/sh\necho \'{"failed": true}\'\nexit 127\n')
+    res = target._run_cached(DIGEST, b"{}")
+    assert res["rc"] == 127 and res["stdout"].strip() == '{"failed": true}'
+
+
+def test_shipped_digests_are_every_build_of_every_module(tmp_path):
+    for entry, name, body in [(GNU_2_17, "a", b"1"), (GNU_2_17, "b", b"2"), (ARM_2_17, "a", b"3"),
+                              ("not-a-build", "a", b"4")]:
+        (tmp_path / "__bin" / entry).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "__bin" / entry / name).write_bytes(body)
+    assert bt.shipped_digests(str(tmp_path)) == {hashlib.sha256(b).hexdigest() for b in (b"1", b"2", b"3")}
 
 
 # -- one action plugin per module, each the transport --------------------------------------------
