@@ -132,7 +132,7 @@ def test_changed_binary_is_uploaded_again(target, ansible, module_bin, tmp_path,
     # files ignore it): a new checksum, so a new upload.
     src = Path(ansible.env["ANSIBLE_COLLECTIONS_PATH"])
     shutil.copytree(src, tmp_path / "collections", symlinks=True)
-    binary = tmp_path / "collections/ansible_collections/veza/pgbackrest/plugins/modules/__bin" / BUILD / "pg_role_detect"
+    binary = tmp_path / "collections/ansible_collections/veza/pgbackrest/files/bin" / BUILD / "pg_role_detect"
     with open(binary, "ab") as f:
         f.write(b"\0")
     rc, output, rows = target(role_detect("changed") + role_detect("changed again"),
@@ -148,7 +148,7 @@ def test_a_binary_changed_during_the_run_is_hashed_and_uploaded_again(target, an
     times: a binary replaced between two tasks of the same run is not mistaken for the first."""
     src = Path(ansible.env["ANSIBLE_COLLECTIONS_PATH"])
     shutil.copytree(src, tmp_path / "collections", symlinks=True)
-    binary = tmp_path / "collections/ansible_collections/veza/pgbackrest/plugins/modules/__bin" / BUILD / "pg_role_detect"
+    binary = tmp_path / "collections/ansible_collections/veza/pgbackrest/files/bin" / BUILD / "pg_role_detect"
     first_digest = sha256(binary)
     change = f"    - name: change the build\n      ansible.builtin.raw: printf '\\000' >> {binary}\n"
     rc, output, rows = target(role_detect("before") + role_detect("same build") + change + role_detect("after"),

@@ -1,5 +1,5 @@
 """The fast transport's own logic, without a play, root or sshd: how it reads the platform probe,
-picks a build from __bin, remembers a build's digest, decides between the fast and the normal
+picks a build from files/bin, remembers a build's digest, decides between the fast and the normal
 path, and what the commands it sends to the target do when a real /bin/sh runs them here.
 
 collection/plugins/plugin_utils/binary_transport.py is imported by path (it needs ansible-core,
@@ -50,7 +50,7 @@ def glibc(version, arch="x86_64"):
 
 def builds(*entries):
     """{build directory: path} as available_builds returns it (the path names the build)."""
-    return {e: f"/c/plugins/modules/__bin/{e}/mod" for e in entries}
+    return {e: f"/c/files/bin/{e}/mod" for e in entries}
 
 
 def picked(found):
@@ -123,24 +123,26 @@ def test_a_gnu_build_without_a_glibc_suffix_fits_any_glibc():
 
 
 def test_available_builds_are_the_target_directories_holding_the_module(tmp_path):
-    bin_dir = tmp_path / "__bin"
+    bin_dir = tmp_path / "bin"
     for entry, name in [(GNU_2_17, "mod"), (ARM_2_17, "other"), ("not-a-target", "mod"),
                         ("x86_64-apple-darwin", "mod")]:
         (bin_dir / entry).mkdir(parents=True)
         (bin_dir / entry / name).write_bytes(b"\x7fELF")
     (bin_dir / MUSL / "mod").mkdir(parents=True)  # a directory, not a build
-    assert bt.available_builds(str(tmp_path), "mod") == {GNU_2_17: str(bin_dir / GNU_2_17 / "mod")}
-    assert bt.available_builds(str(tmp_path), "other") == {ARM_2_17: str(bin_dir / ARM_2_17 / "other")}
+    assert bt.available_builds(str(bin_dir), "mod") == {GNU_2_17: str(bin_dir / GNU_2_17 / "mod")}
+    assert bt.available_builds(str(bin_dir), "other") == {ARM_2_17: str(bin_dir / ARM_2_17 / "other")}
     assert bt.available_builds(str(tmp_path / "nowhere"), "mod") == {}
 
 
 def test_the_collections_default_build_is_picked_for_this_machine(tmp_path):
     """The layout build-collection stages, with this machine's probe answer."""
-    target = tmp_path / "__bin" / GNU_2_17 / "pg_role_detect"
+    target = tmp_path / "files/bin" / GNU_2_17 / "pg_role_detect"
     target.parent.mkdir(parents=True)
     target.write_bytes(b"\x7fELF")
     here = bt.parse_probe(subprocess.run(["/bin/sh", "-c", bt.PROBE], capture_output=True, text=True).stdout)
-    assert bt.pick_build(bt.available_builds(str(tmp_path), "pg_role_detect"), here) == str(target)
+    module = tmp_path / "plugins/modules/pg_role_detect"
+    assert bt.builds_dir(str(module)) == str(tmp_path / "files/bin")
+    assert bt.pick_build(bt.available_builds(bt.builds_dir(str(module)), "pg_role_detect"), here) == str(target)
 
 
 # -- the build's digest, once per run -----------------------------------------------------------
@@ -400,8 +402,8 @@ def test_a_module_exiting_127_is_not_mistaken_for_a_missing_binary(target):
 def test_shipped_digests_are_every_build_of_every_module(tmp_path):
     for entry, name, body in [(GNU_2_17, "a", b"1"), (GNU_2_17, "b", b"2"), (ARM_2_17, "a", b"3"),
                               ("not-a-build", "a", b"4")]:
-        (tmp_path / "__bin" / entry).mkdir(parents=True, exist_ok=True)
-        (tmp_path / "__bin" / entry / name).write_bytes(body)
+        (tmp_path / entry).mkdir(parents=True, exist_ok=True)
+        (tmp_path / entry / name).write_bytes(body)
     assert bt.shipped_digests(str(tmp_path)) == {hashlib.sha256(b).hexdigest() for b in (b"1", b"2", b"3")}
 
 

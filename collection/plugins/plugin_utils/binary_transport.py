@@ -6,8 +6,8 @@ modules cannot be pipelined. This action plugin instead:
 
 - detects the target's architecture and libc once per host (kept for the rest of the run as the
   host fact ``veza_pgbackrest_platform``) and picks the build made for it from
-  ``plugins/modules/__bin/<rust target>/NAME`` (``x86_64-unknown-linux-gnu.2.17`` = x86_64, glibc
-  2.17 or newer), failing clearly when none fits;
+  ``files/bin/<rust target>/NAME`` (``x86_64-unknown-linux-gnu.2.17`` = x86_64, glibc 2.17 or
+  newer), failing clearly when none fits;
 - keeps the binary on the target in ``~/.ansible/veza-bin/<sha256>`` of the user that runs it (the
   become user when becoming), uploading it only when missing, to a temporary name then renamed,
   so concurrent first uploads cannot leave a partial file under the final name;
@@ -126,7 +126,10 @@ except ImportError:
 FAST_PATH_MISSING = [name for name in ("_low_level_execute_command", "_compute_environment_string")
                      if not callable(getattr(ActionBase, name, None))]
 
-# Rust target directory names under __bin: ARCH-VENDOR-linux-LIBC[.MIN_GLIBC]
+#: Where the builds are, relative to the collection's root: outside plugins/modules, where
+#: ansible-test's validate-modules would read every file as a module's source.
+BUILDS = os.path.join("files", "bin")
+# Rust target directory names under BUILDS: ARCH-VENDOR-linux-LIBC[.MIN_GLIBC]
 BUILD_DIR = re.compile(r"^(?P<arch>[^-]+)-[^-]+-linux-(?P<libc>gnu|musl)(?:\.(?P<min>[0-9.]+))?$")
 # Compiled here, in the controller, rather than in every worker.
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -168,9 +171,13 @@ def as_platform(given):
     return None
 
 
-def available_builds(module_dir, name):
-    """{build directory: path} of the builds of module `name` shipped with the collection."""
-    bin_dir = os.path.join(module_dir, "__bin")
+def builds_dir(module_path):
+    """The builds directory of the collection whose plugins/modules/NAME is `module_path`."""
+    return os.path.normpath(os.path.join(os.path.dirname(module_path), "..", "..", BUILDS))
+
+
+def available_builds(bin_dir, name):
+    """{build directory: path} of the builds of module `name` under `bin_dir` (builds_dir)."""
     builds = {}
     for entry in sorted(os.listdir(bin_dir)) if os.path.isdir(bin_dir) else ():
         path = os.path.join(bin_dir, entry, name)
@@ -236,10 +243,9 @@ def build_digest(path):
     return digest
 
 
-def shipped_digests(module_dir):
-    """The SHA-256 of every build of every module this collection ships (plugins/modules/__bin),
-    which the target's cache keeps; hashed once per run (build_digest)."""
-    bin_dir = os.path.join(module_dir, "__bin")
+def shipped_digests(bin_dir):
+    """The SHA-256 of every build of every module this collection ships (under `bin_dir`,
+    builds_dir), which the target's cache keeps; hashed once per run (build_digest)."""
     found = set()
     for entry in sorted(os.listdir(bin_dir)) if os.path.isdir(bin_dir) else ():
         if BUILD_DIR.match(entry):
@@ -283,7 +289,7 @@ class ActionModule(NormalActionModule):
 
         result = ActionBase.run(self, tmp, task_vars)
         module_path, module_fqcn = self._find_module()
-        builds = available_builds(os.path.dirname(module_path), module_fqcn.rsplit(".", 1)[-1])
+        builds = available_builds(builds_dir(module_path), module_fqcn.rsplit(".", 1)[-1])
 
         facts = {}
         # A delegated task runs on another host than the one whose variables and facts it sees.
@@ -308,7 +314,7 @@ class ActionModule(NormalActionModule):
         uploaded = False
         res = self._run_cached(digest, in_data)
         if res["stdout"].strip() == MISSING:
-            self._upload(binary, digest, keep=shipped_digests(os.path.dirname(module_path)))
+            self._upload(binary, digest, keep=shipped_digests(builds_dir(module_path)))
             uploaded = True
             res = self._run_cached(digest, in_data)
             if res["stdout"].strip() == MISSING:
