@@ -16,7 +16,9 @@ import os
 import platform
 import stat
 import subprocess
+import sys
 import time
+import types
 from types import SimpleNamespace
 
 import pytest
@@ -263,6 +265,21 @@ def test_an_ansible_core_without_the_command_methods_takes_the_normal_path(monke
 
 
 # -- the ansible-core version shims (tests/test_ansible_versions.py runs them on each release) --
+
+@pytest.mark.parametrize("members, expected", [
+    ({}, None),  # 2.15-2.18: no profiles, plain json.dumps
+    ({"Direction": SimpleNamespace(CONTROLLER_TO_MODULE=1),
+      "get_module_encoder": lambda name, direction: f"{name}/{direction}"}, "legacy/1"),  # 2.19
+    ({"Direction": None, "get_module_encoder": lambda *a: 1 / 0, "AnsibleJSONEncoder": "generic"},
+     "generic"),  # profiles that changed shape
+    ({"Direction": None, "get_module_encoder": lambda *a: 1 / 0}, None),
+])
+def test_the_module_args_encoder_follows_what_the_release_has(monkeypatch, members, expected):
+    fake = types.ModuleType("ansible.module_utils.common.json")
+    fake.__dict__.update(members)
+    monkeypatch.setitem(sys.modules, "ansible.module_utils.common.json", fake)
+    assert bt.module_args_encoder() == expected
+
 
 def test_parse_returned_data_gives_the_profile_only_to_a_release_that_takes_it():
     class Since219:

@@ -75,8 +75,11 @@ def module_args_encoder():
         return None
     try:
         return get_module_encoder(PROFILE, Direction.CONTROLLER_TO_MODULE)
-    except Exception:  # a profile registry that changed shape: Ansible's generic encoder
-        from ansible.module_utils.common.json import AnsibleJSONEncoder
+    except Exception:  # a profile registry that changed shape: Ansible's generic encoder, if any
+        try:
+            from ansible.module_utils.common.json import AnsibleJSONEncoder
+        except ImportError:
+            return None
         return AnsibleJSONEncoder
 
 
