@@ -10,6 +10,13 @@ import yaml
 
 sidecar = yaml.safe_load(open(sys.argv[1], encoding="utf-8"))
 name = sidecar["DOCUMENTATION"]["module"]
+# The sidecar's leading comment lines (copyright and licence, which ansible-test's validate-modules
+# looks for in a module's first lines) come first here too.
+with open(sys.argv[1], encoding="utf-8") as f:
+    for line in f:
+        if not line.startswith("#"):
+            break
+        print(line, end="")
 print(f"# Documentation only: the module {name} is the binary beside this file (Rust).")
 print(f"# Generated from {name}.yml by scripts/doc-stub.py; do not edit.")
 for key in ("DOCUMENTATION", "EXAMPLES", "RETURN"):

@@ -20,10 +20,10 @@ def test_tarball_holds_binaries_docs_and_no_sources(tarball):
     with tarfile.open(tarball) as tar:
         names = {m.name: m for m in tar.getmembers()}
     for m in MODULES:
-        binary = names[f"plugins/modules/__bin/x86_64-unknown-linux-gnu.2.17/{m}"]
+        binary = names[f"files/bin/x86_64-unknown-linux-gnu.2.17/{m}"]
         assert binary.isfile() and binary.mode & 0o111, "binary must be executable"
         link = names[f"plugins/modules/{m}"]
-        assert link.issym() and link.linkname == f"__bin/x86_64-unknown-linux-gnu.2.17/{m}"
+        assert link.issym() and link.linkname == f"../../files/bin/x86_64-unknown-linux-gnu.2.17/{m}"
         assert f"plugins/modules/{m}.yml" in names and f"plugins/modules/{m}.py" in names
         assert names[f"plugins/action/{m}.py"].isfile(), "every module has its action plugin"
     assert "plugins/plugin_utils/binary_transport.py" in names
@@ -138,9 +138,10 @@ def _module_build(ansible, platform):
 
 
 def test_module_build_is_the_build_the_transport_picks(ansible, collections_path):
-    modules = collections_path / "ansible_collections/veza/pgbackrest/plugins/modules"
+    root = collections_path / "ansible_collections/veza/pgbackrest"
+    modules = root / "plugins/modules"
     rc, path = _module_build(ansible, "{'arch': 'x86_64', 'libc': 'glibc', 'libc_version': 2.31}")
-    assert (rc, path) == (0, str(modules / "__bin/x86_64-unknown-linux-gnu.2.17/pg_role_detect"))
+    assert (rc, path) == (0, str(root / "files/bin/x86_64-unknown-linux-gnu.2.17/pg_role_detect"))
     # Unknown platform: the default build, which Ansible's normal path (the transport's fallback) runs.
     assert _module_build(ansible, "none") == (0, str(modules / "pg_role_detect"))
     rc, output = _module_build(ansible, "{'arch': 'riscv64', 'libc': 'glibc', 'libc_version': '2.36'}")

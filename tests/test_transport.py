@@ -124,6 +124,23 @@ def test_first_task_uploads_later_tasks_do_not(target, module_bin, fresh_cache):
     assert output.count("SSH: EXEC") == 1 + 3, "one probe, then one command per task"
 
 
+def test_an_upload_prunes_the_old_builds_of_other_versions_over_ssh(target, module_bin, fresh_cache):
+    """The per-user cache on a target keeps what this version ships and what another version
+    uploaded in the last hour; an older build of another version goes, once, at this upload."""
+    CACHES[0].mkdir(parents=True)
+    old, recent = CACHES[0] / ("0f" * 32), CACHES[0] / ("1e" * 32)
+    for path in (old, recent):
+        path.write_bytes(b"\x7fELF another version's build")
+        path.chmod(0o700)
+    hours_ago = time.time() - 2 * 3600
+    os.utime(old, (hours_ago, hours_ago))
+    rc, output, rows = target(role_detect("prune"))
+    assert rc == 0, output
+    [(_, t)] = transports(rows)
+    assert t["uploaded"] and t["binary"] == sha256(module_bin("pg_role_detect"))
+    assert sorted(p.name for p in CACHES[0].iterdir()) == sorted([t["binary"], recent.name])
+
+
 def test_changed_binary_is_uploaded_again(target, ansible, module_bin, tmp_path, fresh_cache):
     rc, output, rows = target(role_detect("original"))
     assert rc == 0 and transports(rows)[0][1]["uploaded"], output
@@ -132,7 +149,7 @@ def test_changed_binary_is_uploaded_again(target, ansible, module_bin, tmp_path,
     # files ignore it): a new checksum, so a new upload.
     src = Path(ansible.env["ANSIBLE_COLLECTIONS_PATH"])
     shutil.copytree(src, tmp_path / "collections", symlinks=True)
-    binary = tmp_path / "collections/ansible_collections/veza/pgbackrest/plugins/modules/__bin" / BUILD / "pg_role_detect"
+    binary = tmp_path / "collections/ansible_collections/veza/pgbackrest/files/bin" / BUILD / "pg_role_detect"
     with open(binary, "ab") as f:
         f.write(b"\0")
     rc, output, rows = target(role_detect("changed") + role_detect("changed again"),
@@ -148,7 +165,7 @@ def test_a_binary_changed_during_the_run_is_hashed_and_uploaded_again(target, an
     times: a binary replaced between two tasks of the same run is not mistaken for the first."""
     src = Path(ansible.env["ANSIBLE_COLLECTIONS_PATH"])
     shutil.copytree(src, tmp_path / "collections", symlinks=True)
-    binary = tmp_path / "collections/ansible_collections/veza/pgbackrest/plugins/modules/__bin" / BUILD / "pg_role_detect"
+    binary = tmp_path / "collections/ansible_collections/veza/pgbackrest/files/bin" / BUILD / "pg_role_detect"
     first_digest = sha256(binary)
     change = f"    - name: change the build\n      ansible.builtin.raw: printf '\\000' >> {binary}\n"
     rc, output, rows = target(role_detect("before") + role_detect("same build") + change + role_detect("after"),

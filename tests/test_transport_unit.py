@@ -1,5 +1,5 @@
 """The fast transport's own logic, without a play, root or sshd: how it reads the platform probe,
-picks a build from __bin, remembers a build's digest, decides between the fast and the normal
+picks a build from files/bin, remembers a build's digest, decides between the fast and the normal
 path, and what the commands it sends to the target do when a real /bin/sh runs them here.
 
 collection/plugins/plugin_utils/binary_transport.py is imported by path (it needs ansible-core,
@@ -16,6 +16,9 @@ import os
 import platform
 import stat
 import subprocess
+import sys
+import time
+import types
 from types import SimpleNamespace
 
 import pytest
@@ -49,7 +52,7 @@ def glibc(version, arch="x86_64"):
 
 def builds(*entries):
     """{build directory: path} as available_builds returns it (the path names the build)."""
-    return {e: f"/c/plugins/modules/__bin/{e}/mod" for e in entries}
+    return {e: f"/c/files/bin/{e}/mod" for e in entries}
 
 
 def picked(found):
@@ -122,24 +125,26 @@ def test_a_gnu_build_without_a_glibc_suffix_fits_any_glibc():
 
 
 def test_available_builds_are_the_target_directories_holding_the_module(tmp_path):
-    bin_dir = tmp_path / "__bin"
+    bin_dir = tmp_path / "bin"
     for entry, name in [(GNU_2_17, "mod"), (ARM_2_17, "other"), ("not-a-target", "mod"),
                         ("x86_64-apple-darwin", "mod")]:
         (bin_dir / entry).mkdir(parents=True)
         (bin_dir / entry / name).write_bytes(b"\x7fELF")
     (bin_dir / MUSL / "mod").mkdir(parents=True)  # a directory, not a build
-    assert bt.available_builds(str(tmp_path), "mod") == {GNU_2_17: str(bin_dir / GNU_2_17 / "mod")}
-    assert bt.available_builds(str(tmp_path), "other") == {ARM_2_17: str(bin_dir / ARM_2_17 / "other")}
+    assert bt.available_builds(str(bin_dir), "mod") == {GNU_2_17: str(bin_dir / GNU_2_17 / "mod")}
+    assert bt.available_builds(str(bin_dir), "other") == {ARM_2_17: str(bin_dir / ARM_2_17 / "other")}
     assert bt.available_builds(str(tmp_path / "nowhere"), "mod") == {}
 
 
 def test_the_collections_default_build_is_picked_for_this_machine(tmp_path):
     """The layout build-collection stages, with this machine's probe answer."""
-    target = tmp_path / "__bin" / GNU_2_17 / "pg_role_detect"
+    target = tmp_path / "files/bin" / GNU_2_17 / "pg_role_detect"
     target.parent.mkdir(parents=True)
     target.write_bytes(b"\x7fELF")
     here = bt.parse_probe(subprocess.run(["/bin/sh", "-c", bt.PROBE], capture_output=True, text=True).stdout)
-    assert bt.pick_build(bt.available_builds(str(tmp_path), "pg_role_detect"), here) == str(target)
+    module = tmp_path / "plugins/modules/pg_role_detect"
+    assert bt.builds_dir(str(module)) == str(tmp_path / "files/bin")
+    assert bt.pick_build(bt.available_builds(bt.builds_dir(str(module)), "pg_role_detect"), here) == str(target)
 
 
 # -- the build's digest, once per run -----------------------------------------------------------
@@ -204,7 +209,6 @@ def action(task=None, connection=None):
                                   **(task or {})})
     am._connection = SimpleNamespace(**{"_shell": SimpleNamespace(SHELL_FAMILY="sh"), "has_pipelining": True,
                                         "always_pipeline_modules": False, "transport": "ssh", **(connection or {})})
-    am._supports_check_mode = True
     return am
 
 
@@ -255,11 +259,58 @@ def test_module_args_carry_the_internals_the_binaries_read_without_touching_the_
     assert json.loads(json.dumps(args, cls=bt.ENCODER)) == args
 
 
-def test_check_mode_on_a_module_without_it_is_refused_before_anything_runs():
-    am = action({"check_mode": True})
-    am._supports_check_mode = False
-    with pytest.raises(AnsibleError, match="check mode is not supported"):
-        am._module_args()
+def test_an_ansible_core_without_the_command_methods_takes_the_normal_path(monkeypatch):
+    monkeypatch.setattr(bt, "FAST_PATH_MISSING", ["_low_level_execute_command"])
+    assert "has no ActionBase._low_level_execute_command" in action()._fast_path_unavailable({})
+
+
+# -- the ansible-core version shims (tests/test_ansible_versions.py runs them on each release) --
+
+@pytest.mark.parametrize("members, expected", [
+    ({}, None),  # 2.15-2.18: no profiles, plain json.dumps
+    ({"Direction": SimpleNamespace(CONTROLLER_TO_MODULE=1),
+      "get_module_encoder": lambda name, direction: f"{name}/{direction}"}, "legacy/1"),  # 2.19
+    ({"Direction": None, "get_module_encoder": lambda *a: 1 / 0, "AnsibleJSONEncoder": "generic"},
+     "generic"),  # profiles that changed shape
+    ({"Direction": None, "get_module_encoder": lambda *a: 1 / 0}, None),
+])
+def test_the_module_args_encoder_follows_what_the_release_has(monkeypatch, members, expected):
+    fake = types.ModuleType("ansible.module_utils.common.json")
+    fake.__dict__.update(members)
+    monkeypatch.setitem(sys.modules, "ansible.module_utils.common.json", fake)
+    assert bt.module_args_encoder() == expected
+
+
+def test_parse_returned_data_gives_the_profile_only_to_a_release_that_takes_it():
+    class Since219:
+        def _parse_returned_data(self, res, profile):
+            return {"profile": profile, **res}
+
+    class Before219:
+        def _parse_returned_data(self, res):
+            return dict(res)
+    assert bt.parse_returned_data(Since219(), {"stdout": "x"}) == {"profile": "legacy", "stdout": "x"}
+    assert bt.parse_returned_data(Before219(), {"stdout": "x"}) == {"stdout": "x"}
+
+
+def test_parse_returned_data_without_ansibles_parser_is_a_module_failure():
+    data = bt.parse_returned_data(object(), {"stdout": "not json", "stderr": "boom", "rc": 2})
+    assert data["failed"] is True and data["_ansible_parsed"] is False
+    assert (data["module_stdout"], data["module_stderr"], data["rc"]) == ("not json", "boom", 2)
+
+
+def test_the_own_remove_internal_keys_does_what_ansibles_does():
+    from ansible.vars.clean import remove_internal_keys
+
+    def sample():
+        return {"changed": True, "_ansible_no_log": True, "add_host": {"host_name": "x"}, "_ansible_parsed": True, "warnings": [],
+                "deprecations": ["kept"], "ansible_facts": {"discovered_interpreter_python": "/p",
+                                                            "veza_pgbackrest_platform": {}}}
+    ours, theirs = sample(), sample()
+    bt._own_remove_internal_keys(ours)
+    remove_internal_keys(theirs)
+    assert ours == theirs == {"changed": True, "_ansible_parsed": True, "deprecations": ["kept"],
+                              "ansible_facts": {"veza_pgbackrest_platform": {}}}
 
 
 # -- the commands sent to the target, run by /bin/sh here ---------------------------------------
@@ -330,6 +381,47 @@ def test_upload_that_does_not_match_its_digest_fails_and_leaves_nothing(target, 
         target._upload(str(binary), DIGEST)
     assert list((target.home / bt.CACHE_DIR).iterdir()) == []
     assert target._run_cached(DIGEST, b"")["stdout"].strip() == bt.MISSING
+
+
+def test_an_upload_prunes_old_builds_this_version_does_not_ship_and_nothing_else(target, tmp_path):
+    binary = tmp_path / "pg_role_detect"
+    binary.write_bytes(b"#!/bin/sh\necho new\n")
+    digest = hashlib.sha256(binary.read_bytes()).hexdigest()
+    hour_and_more = time.time() - (bt.PRUNE_AFTER_MINUTES + 5) * 60
+    files = {"old_release": ("cd" * 32, hour_and_more), "shipped_sibling": ("ef" * 32, hour_and_more),
+             "just_uploaded_by_another_version": ("12" * 32, None),
+             "old_partial_upload": (f".{'34' * 32}.4242", hour_and_more),
+             "not_ours": ("notes.txt", hour_and_more)}
+    for name, mtime in files.values():
+        path = cached(target, name, "#!/bin/sh\n")
+        if mtime:
+            os.utime(path, (mtime, mtime))
+    target._upload(str(binary), digest, keep={"ef" * 32})
+    left = {p.name for p in (target.home / bt.CACHE_DIR).iterdir()}
+    assert left == {digest, "ef" * 32, "12" * 32, "notes.txt"}
+
+
+def test_a_binary_pruned_between_the_test_and_the_start_is_reported_missing(target):
+    """Another version's prune removing the file after `[ -x ]`: stood for by a file that is
+    executable but cannot be started, and goes (the shell's 127 with the file gone)."""
+    path = cached(target, DIGEST, "#!/nonexistent/interpreter\n")
+    target._compute_environment_string = lambda: f"rm -f {path};"
+    res = target._run_cached(DIGEST, b"{}")
+    assert res["stdout"].strip() == bt.MISSING and not path.exists()
+
+
+def test_a_module_exiting_127_is_not_mistaken_for_a_missing_binary(target):
+    cached(target, DIGEST, '#!/bin/sh\necho \'{"failed": true}\'\nexit 127\n')
+    res = target._run_cached(DIGEST, b"{}")
+    assert res["rc"] == 127 and res["stdout"].strip() == '{"failed": true}'
+
+
+def test_shipped_digests_are_every_build_of_every_module(tmp_path):
+    for entry, name, body in [(GNU_2_17, "a", b"1"), (GNU_2_17, "b", b"2"), (ARM_2_17, "a", b"3"),
+                              ("not-a-build", "a", b"4")]:
+        (tmp_path / entry).mkdir(parents=True, exist_ok=True)
+        (tmp_path / entry / name).write_bytes(body)
+    assert bt.shipped_digests(str(tmp_path)) == {hashlib.sha256(b).hexdigest() for b in (b"1", b"2", b"3")}
 
 
 # -- one action plugin per module, each the transport --------------------------------------------

@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # The architecture and libc of a target, detected the same way by the fast transport
 # (plugins/plugin_utils/binary_transport.py, which reads this file) and by the roles
 # (veza.pgbackrest.pgbackrest, tasks_from: platform): plain sh, no Python needed.

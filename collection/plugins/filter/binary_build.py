@@ -7,10 +7,13 @@ import os
 
 from ansible.errors import AnsibleFilterError
 from ansible_collections.veza.pgbackrest.plugins.plugin_utils.binary_transport import (
-    as_platform, available_builds, no_build_message, parse_probe, pick_build)
+    BUILDS, as_platform, available_builds, no_build_message, parse_probe, pick_build)
 
-#: plugins/modules of this collection, where the builds are (__bin/<rust target>/NAME).
-MODULES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "modules")
+#: This collection's root, plugins/modules (NAME: the default build) and the builds
+#: (files/bin/<rust target>/NAME).
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODULES_DIR = os.path.join(ROOT, "plugins", "modules")
+BIN_DIR = os.path.join(ROOT, BUILDS)
 
 
 def module_build(name, platform=None):
@@ -27,7 +30,7 @@ def module_build(name, platform=None):
             raise AnsibleFilterError(f"module_build: {platform!r} is not a platform "
                                      "({arch, libc, libc_version})")
         return os.path.join(MODULES_DIR, name)
-    builds = available_builds(MODULES_DIR, name)
+    builds = available_builds(BIN_DIR, name)
     path = pick_build(builds, given)
     if path is None:
         raise AnsibleFilterError(no_build_message(f"veza.pgbackrest.{name}", given, builds))

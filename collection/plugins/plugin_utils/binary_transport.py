@@ -6,8 +6,8 @@ modules cannot be pipelined. This action plugin instead:
 
 - detects the target's architecture and libc once per host (kept for the rest of the run as the
   host fact ``veza_pgbackrest_platform``) and picks the build made for it from
-  ``plugins/modules/__bin/<rust target>/NAME`` (``x86_64-unknown-linux-gnu.2.17`` = x86_64, glibc
-  2.17 or newer), failing clearly when none fits;
+  ``files/bin/<rust target>/NAME`` (``x86_64-unknown-linux-gnu.2.17`` = x86_64, glibc 2.17 or
+  newer), failing clearly when none fits;
 - keeps the binary on the target in ``~/.ansible/veza-bin/<sha256>`` of the user that runs it (the
   become user when becoming), uploading it only when missing, to a temporary name then renamed,
   so concurrent first uploads cannot leave a partial file under the final name;
@@ -31,15 +31,15 @@ import os
 import re
 import tempfile
 
+import inspect
+
 from ansible import constants as C
 from ansible.errors import AnsibleError
-from ansible.module_utils.common.json import Direction, get_module_encoder
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.action import ActionBase
 from ansible.plugins.action.normal import ActionModule as NormalActionModule
 from ansible.release import __version__ as ansible_version
 from ansible.utils.display import Display
-from ansible.vars.clean import remove_internal_keys
 
 display = Display()
 
@@ -49,13 +49,90 @@ CACHE_DIR = ".ansible/veza-bin"
 PLATFORM_FACT = "veza_pgbackrest_platform"
 #: Printed by the run command when the cached binary is not there.
 MISSING = "VEZA-BINARY-MISSING"
-#: Binary modules are built and fed with Ansible's legacy serialization profile.
+#: Binary modules are built and fed with Ansible's legacy serialization profile (2.19+).
 PROFILE = "legacy"
-#: Its encoder, looked up here: this module is imported by the controller before it forks the
-#: workers, so they inherit it rather than each importing the profile again (about 2 ms a task).
-ENCODER = get_module_encoder(PROFILE, Direction.CONTROLLER_TO_MODULE)
 
-# Rust target directory names under __bin: ARCH-VENDOR-linux-LIBC[.MIN_GLIBC]
+
+# -- ansible-core version shims ------------------------------------------------------------------
+#
+# The plugin is tested with ansible-core 2.15 to 2.19 (tests/ansible-core-versions.txt). What it
+# needs beyond ActionBase's documented methods is looked up here, once, by feature rather than by
+# version number, each with a fallback, so a release that moves or drops one (2.20 and later need
+# Python 3.12 and cannot run on the test machines) degrades to the nearest older behaviour or to
+# Ansible's own binary-module path instead of failing on import.
+
+def module_args_encoder():
+    """The JSON encoder Ansible itself uses for a binary module's arguments.
+
+    2.19+: the module serialization profile's (ansible.module_utils.common.json, where 2.19 added
+    profiles). 2.15-2.18: none, ActionBase._execute_module writes plain ``json.dumps``. Looked up
+    at import: this module is imported by the controller before it forks the workers, so they
+    inherit it rather than each importing the profile again (about 2 ms a task).
+    """
+    try:
+        from ansible.module_utils.common.json import Direction, get_module_encoder
+    except ImportError:
+        return None
+    try:
+        return get_module_encoder(PROFILE, Direction.CONTROLLER_TO_MODULE)
+    except Exception:  # a profile registry that changed shape: Ansible's generic encoder, if any
+        try:
+            from ansible.module_utils.common.json import AnsibleJSONEncoder
+        except ImportError:
+            return None
+        return AnsibleJSONEncoder
+
+
+ENCODER = module_args_encoder()
+
+
+def parse_returned_data(action, res):
+    """ActionBase._parse_returned_data: Ansible's reading of a module's output that is not one
+    JSON object (its MODULE FAILURE result). It takes the serialization profile since 2.19, not
+    before; without it (a release that renamed it), a failure result of the same shape."""
+    parse = getattr(action, "_parse_returned_data", None)
+    if parse is None:
+        return {"failed": True, "msg": "MODULE FAILURE: the module's output is not a JSON object",
+                "module_stdout": res.get("stdout", ""), "module_stderr": res.get("stderr", ""),
+                "rc": res.get("rc"), "_ansible_parsed": False}
+    try:
+        takes_profile = "profile" in inspect.signature(parse).parameters
+    except (TypeError, ValueError):
+        takes_profile = False
+    return parse(res, PROFILE) if takes_profile else parse(res)
+
+
+def _own_remove_internal_keys(data):
+    """ansible.vars.clean.remove_internal_keys as 2.15 to 2.19 have it, for a release without."""
+    for key in list(data):
+        if key.startswith("_ansible_") and key != "_ansible_parsed" or key in ("add_host", "add_group"):
+            display.warning(f"Removed unexpected internal key in module return: {key} = {data[key]}")
+            del data[key]
+    for key in ("warnings", "deprecations"):
+        if key in data and not data[key]:
+            del data[key]
+    facts = data.get("ansible_facts")
+    if isinstance(facts, dict):
+        for key in [k for k in facts if "discovered_interpreter_" in k]:
+            del facts[key]
+
+
+try:
+    # What ActionBase._execute_module applies to every module's result (2.15 to 2.19).
+    from ansible.vars.clean import remove_internal_keys
+except ImportError:
+    remove_internal_keys = _own_remove_internal_keys
+
+#: The ActionBase methods the fast path runs commands with (what ansible.builtin.raw and the
+#: other action plugins use; no public API does it): in 2.15 to 2.19. A release without one of
+#: them takes Ansible's own path.
+FAST_PATH_MISSING = [name for name in ("_low_level_execute_command", "_compute_environment_string")
+                     if not callable(getattr(ActionBase, name, None))]
+
+#: Where the builds are, relative to the collection's root: outside plugins/modules, where
+#: ansible-test's validate-modules would read every file as a module's source.
+BUILDS = os.path.join("files", "bin")
+# Rust target directory names under BUILDS: ARCH-VENDOR-linux-LIBC[.MIN_GLIBC]
 BUILD_DIR = re.compile(r"^(?P<arch>[^-]+)-[^-]+-linux-(?P<libc>gnu|musl)(?:\.(?P<min>[0-9.]+))?$")
 # Compiled here, in the controller, rather than in every worker.
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -97,9 +174,13 @@ def as_platform(given):
     return None
 
 
-def available_builds(module_dir, name):
-    """{build directory: path} of the builds of module `name` shipped with the collection."""
-    bin_dir = os.path.join(module_dir, "__bin")
+def builds_dir(module_path):
+    """The builds directory of the collection whose plugins/modules/NAME is `module_path`."""
+    return os.path.normpath(os.path.join(os.path.dirname(module_path), "..", "..", BUILDS))
+
+
+def available_builds(bin_dir, name):
+    """{build directory: path} of the builds of module `name` under `bin_dir` (builds_dir)."""
     builds = {}
     for entry in sorted(os.listdir(bin_dir)) if os.path.isdir(bin_dir) else ():
         path = os.path.join(bin_dir, entry, name)
@@ -165,6 +246,41 @@ def build_digest(path):
     return digest
 
 
+def shipped_digests(bin_dir):
+    """The SHA-256 of every build of every module this collection ships (under `bin_dir`,
+    builds_dir), which the target's cache keeps; hashed once per run (build_digest)."""
+    found = set()
+    for entry in sorted(os.listdir(bin_dir)) if os.path.isdir(bin_dir) else ():
+        if BUILD_DIR.match(entry):
+            for name in sorted(os.listdir(os.path.join(bin_dir, entry))):
+                path = os.path.join(bin_dir, entry, name)
+                if os.path.isfile(path):
+                    found.add(build_digest(path))
+    return found
+
+
+#: Minutes a cached binary this version does not ship is kept after its upload: another version
+#: of the collection (another controller, mid-rollout) may have uploaded it just now and be about
+#: to run it.
+PRUNE_AFTER_MINUTES = 60
+_HEX64 = "[0-9a-f]" * 64
+
+
+def prune_command(cache_dir, keep):
+    """A sh command removing from the cache the binaries (``<sha256>``) and leftover temporary
+    uploads (``.<sha256>.<pid>``) not in `keep` and older than PRUNE_AFTER_MINUTES. Run after an
+    upload, so once per new release per user and host; never fails the task.
+
+    Safe while other runs use the cache: a running binary keeps running when its name goes (Linux
+    frees the file when it exits); a binary uploaded in the last hour by another version stays;
+    this version's run command reports a binary removed between its test and its start as
+    missing, and uploads it again.
+    """
+    spare = " ".join(f"! -name {k}" for k in sorted(keep) if SHA256_HEX.fullmatch(k))
+    return (f"find {cache_dir} -maxdepth 1 -type f \\( -name '{_HEX64}' -o -name '.{_HEX64}.*' \\) "
+            f"{spare} -mmin +{PRUNE_AFTER_MINUTES} -exec rm -f {{}} + 2>/dev/null || true")
+
+
 class ActionModule(NormalActionModule):
     """Runs a veza.pgbackrest binary module over the fast transport (see the module docstring)."""
 
@@ -176,7 +292,7 @@ class ActionModule(NormalActionModule):
 
         result = ActionBase.run(self, tmp, task_vars)
         module_path, module_fqcn = self._find_module()
-        builds = available_builds(os.path.dirname(module_path), module_fqcn.rsplit(".", 1)[-1])
+        builds = available_builds(builds_dir(module_path), module_fqcn.rsplit(".", 1)[-1])
 
         facts = {}
         # A delegated task runs on another host than the one whose variables and facts it sees.
@@ -201,7 +317,7 @@ class ActionModule(NormalActionModule):
         uploaded = False
         res = self._run_cached(digest, in_data)
         if res["stdout"].strip() == MISSING:
-            self._upload(binary, digest)
+            self._upload(binary, digest, keep=shipped_digests(builds_dir(module_path)))
             uploaded = True
             res = self._run_cached(digest, in_data)
             if res["stdout"].strip() == MISSING:
@@ -214,7 +330,7 @@ class ActionModule(NormalActionModule):
             if not isinstance(data, dict):
                 raise ValueError("not an object")
         except ValueError:
-            data = self._parse_returned_data(res, PROFILE)
+            data = parse_returned_data(self, res)
         remove_internal_keys(data)
         for stream in ("stdout", "stderr"):
             if stream in data and f"{stream}_lines" not in data:
@@ -230,10 +346,10 @@ class ActionModule(NormalActionModule):
         """The task's arguments and the internals these binaries read (ansible_module's Context).
 
         ActionBase._update_module_args would add more (syslog, selinux, traceback settings) at
-        about 10 ms per task on this controller, for values the binaries ignore.
+        about 10 ms per task on this controller, for values the binaries ignore. Check mode needs
+        no gate here: ActionBase.run skips the task when the action does not support it, and the
+        binaries support it.
         """
-        if self._task.check_mode and not self._supports_check_mode:
-            raise AnsibleError("check mode is not supported for this operation")
         return {**self._task.args,
                 "_ansible_check_mode": bool(self._task.check_mode),
                 "_ansible_diff": bool(self._task.diff),
@@ -248,11 +364,14 @@ class ActionModule(NormalActionModule):
         """Why the fast path cannot serve this task, or None."""
         if not boolean(task_vars.get("veza_pgbackrest_fast_path", True), strict=False):
             return ""  # asked for: no warning
+        if FAST_PATH_MISSING:
+            return f"this ansible-core ({ansible_version}) has no ActionBase.{FAST_PATH_MISSING[0]}"
         if self._task.async_val:
             return "async tasks run through Ansible's async_wrapper, which needs the module as a file"
-        if getattr(self._connection._shell, "SHELL_FAMILY", "") != "sh":
+        if getattr(getattr(self._connection, "_shell", None), "SHELL_FAMILY", "") != "sh":
             return f"the target shell {self._connection._shell.SHELL_FAMILY!r} is not POSIX"
-        if not self._connection.has_pipelining or self._connection.always_pipeline_modules:
+        if not getattr(self._connection, "has_pipelining", False) or \
+                getattr(self._connection, "always_pipeline_modules", False):
             return f"the {self._connection.transport} connection cannot feed a command's stdin"
         return None
 
@@ -286,19 +405,23 @@ class ActionModule(NormalActionModule):
     def _run_cached(self, digest, in_data):
         """One command: run the cached binary with the arguments on stdin, or say it is missing."""
         env = self._compute_environment_string()
-        cmd = (f'f={self._cache_path(digest)}; if [ -x "$f" ]; then {env} "$f"; exit $?; fi; '
+        # A binary that went between the test and the run (pruned by another version's upload)
+        # is missing too: the shell's 127 with the file gone.
+        cmd = (f'f={self._cache_path(digest)}; if [ -x "$f" ]; then {env} "$f"; rc=$?; '
+               f'[ $rc -ne 127 ] || [ -e "$f" ] || {{ echo {MISSING}; exit 0; }}; exit $rc; fi; '
                f'echo {MISSING}')
         return self._low_level_execute_command(cmd, sudoable=True, in_data=in_data)
 
-    def _upload(self, binary, digest):
-        """Write the binary to a temporary name next to its final one, check it, rename it."""
+    def _upload(self, binary, digest, keep=()):
+        """Write the binary to a temporary name next to its final one, check it, rename it; then
+        prune the cache (prune_command) of what this version of the collection does not ship."""
         with open(binary, "rb") as f:
             data = f.read()
         d = f'"$HOME"/{CACHE_DIR}'
         cmd = (f'umask 077 && mkdir -p {d} && t={d}/.{digest}.$$ && cat > "$t" && '
                f'if command -v sha256sum >/dev/null 2>&1; then '
                f'[ "$(sha256sum < "$t" | cut -c1-64)" = {digest} ] || {{ rm -f "$t"; echo checksum mismatch >&2; exit 1; }}; fi && '
-               f'chmod 0700 "$t" && mv -f "$t" {d}/{digest}')
+               f'chmod 0700 "$t" && mv -f "$t" {d}/{digest} && {{ {prune_command(d, {digest, *keep})}; }}')
         res = self._low_level_execute_command(cmd, sudoable=True, in_data=data)
         if res.get("rc") != 0:
             raise AnsibleError(f"uploading {os.path.basename(binary)} to {d}/{digest} failed "
