@@ -141,12 +141,10 @@ enum Kind {
     Stanza,
 }
 
-/// A stanza name pgBackRest accepts and that cannot break out of a `[section]` header.
+/// A stanza name pgBackRest accepts, that cannot break out of a `[section]` header and is not
+/// `global` (the pgBackRest crate's one rule).
 fn valid_stanza(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && name.len() <= 64
+    pgbackrest::stanza::StanzaName::parse(name).is_ok()
 }
 
 fn valid_key(key: &str) -> bool {
@@ -411,6 +409,14 @@ pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<Stri
         }
     }
     for stanza in stanza_names {
+        if stanza == "global" {
+            errors.push(
+                "stanzas: 'global' is not a stanza: pgBackRest reserves [global] for the options \
+                 of every stanza (put them under global)"
+                    .to_owned(),
+            );
+            continue;
+        }
         if !valid_stanza(stanza) {
             errors.push(format!(
                 "stanzas: '{}' is not a valid stanza name \
@@ -682,6 +688,8 @@ mod tests {
             "{all}"
         );
         assert!(all.contains("is not a valid stanza name"), "{all}");
+        let errors = check(json!({"stanzas": {"global": {"pg1-path": "/x"}}})).unwrap_err();
+        assert!(errors[0].contains("'global' is not a stanza"), "{errors:?}");
         assert!(all.contains("the key 'a=b' of recovery-option"), "{all}");
         assert!(
             all.contains("command_sections.global:no-such-command"),
