@@ -8,7 +8,7 @@
 //! leave the module: the diff shows `********`, and `******** (changed)` where a secret changed.
 
 mod render;
-mod validate;
+pub mod validate;
 
 use ansible_module::fs::{Attrs, FileState};
 use ansible_module::{Context, Diff, Kind, Module, Response};
