@@ -23,11 +23,13 @@ import time
 import pytest
 import yaml
 
-from harness import REPO, Cluster, as_postgres, free_port, scratch_dir, write_pgbackrest_config
+from harness import CANARIES, REPO, Cluster, as_postgres, canary, free_port, scratch_dir, write_pgbackrest_config
 
 BOUND = 2.0  # seconds per case
-CIPHER = "canary-hostile-cipher-Vq83kLw2pZ0x"
-PASSWORD = "canary-hostile-password-Jr5tY8"
+CIPHER = canary("hostile-cipher")
+PASSWORD = canary("hostile-password")
+NEAR_MISS = canary("hostile-near-miss")
+ROOT_ONLY = CANARIES.register("canary-root-only-content-Pq7", "root-only-file")
 MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_config", "pgbackrest_info",
            "pgbackrest_stanza"]
 
@@ -111,7 +113,7 @@ HAND = [
     ("cfg-stanza-global", "pgbackrest_config", {"stanzas": {"global": {"pg1-path": "/x"}}}, ["stanza", "global"]),
     ("cfg-command-section-bogus", "pgbackrest_config", {"command_sections": {"main:bogus": {"process-max": 2}}},
      ["command_sections.main:bogus"]),
-    ("cfg-secret-near-miss-echo", "pgbackrest_config", {"global": {"repo1-cipher-pas": "canary-nearmiss-X93k"}},
+    ("cfg-secret-near-miss-echo", "pgbackrest_config", {"global": {"repo1-cipher-pas": NEAR_MISS}},
      ["repo1-cipher-pas"]),
     ("cfg-placeholder-secret", "pgbackrest_config", {"global": {"repo1-cipher-pass": "CHANGEME"}},
      ["repo1-cipher-pass", "placeholder"]),
@@ -301,7 +303,7 @@ def env(module_bin):
         assert json.loads(proc.stdout)["changed"] is True, proc.stdout
         # postgres owns a directory of an older install and plants the file as a link to root's.
         victim = base / "hostile" / "root-only"
-        victim.write_text("canary-root-only-content-Pq7\n")
+        victim.write_text(ROOT_ONLY + "\n")
         victim.chmod(0o600)
         owned = base / "hostile" / "pg-owned"
         owned.mkdir()
@@ -356,7 +358,7 @@ def test_hostile_argument_is_refused_cleanly(env, tmp_path, cid, module, args, e
     proc, elapsed = run_raw(env["bin"](module), args_file)
     after = (snapshot(env["managed"]), pg_state(env["cluster"]))
     check_refused(proc, elapsed, before, after, [fill(e, env["values"]) for e in expect],
-                  secrets=(CIPHER, PASSWORD, "canary-nearmiss-X93k", "canary-root-only-content-Pq7"))
+                  secrets=(CIPHER, PASSWORD, NEAR_MISS, ROOT_ONLY))
     RESULTS["refused"] += 1
 
 
@@ -382,7 +384,7 @@ def test_an_arguments_path_that_is_not_a_file_is_refused_cleanly(env, tmp_path, 
     before = (snapshot(env["managed"]), pg_state(env["cluster"]))
     proc, elapsed = run_raw(env["bin"](module), path)
     after = (snapshot(env["managed"]), pg_state(env["cluster"]))
-    check_refused(proc, elapsed, before, after, ["arguments"], secrets=("canary-root-only-content-Pq7",))
+    check_refused(proc, elapsed, before, after, ["arguments"], secrets=(ROOT_ONLY,))
     RESULTS["refused"] += 1
 
 
