@@ -16,11 +16,45 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO, BackedUpCluster, Cluster, SshServer, free_port, scratch_dir
+from harness import CANARIES, MONITOR_PASSWORD, REPO, BackedUpCluster, Cluster, SshServer, free_port, scratch_dir
 from lab import Lab
 
 MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_config", "pgbackrest_info",
            "pgbackrest_stanza"]
+
+
+# The secret canaries (harness.CANARIES): the wrappers above and in harness scan what modules,
+# ansible and commands print; these hooks scan what each test printed or logged (pytest's capture)
+# and its failure report, fail the test on a hit, and end the session with the totals.
+@pytest.fixture(autouse=True)
+def secret_canaries():
+    """Fails the test when an output scanned during it held a canary."""
+    before = len(CANARIES.hits)
+    yield
+    hits = CANARIES.hits[before:]
+    assert not hits, f"secret canaries in outputs (where, which): {hits}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    text = "".join(content for _, content in report.sections) + (report.longreprtext or "")
+    hits = CANARIES.scan(text, f"{item.nodeid} ({report.when}: captured output and report)")
+    if hits:
+        report.outcome = "failed"
+        report.longrepr = f"secret canaries {hits} in the captured output or the report of {item.nodeid}"
+
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(
+        f"secret canaries: {len(CANARIES.values)} canaries, {CANARIES.scanned} outputs scanned, "
+        f"{len(CANARIES.hits)} hits" + "".join(f"\n  hit: {w} ({label})" for w, label in CANARIES.hits))
+
+
+def pytest_sessionfinish(session):
+    if CANARIES.hits:
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")
@@ -76,12 +110,14 @@ class Ansible:
         """`ansible localhost -m MODULE -a ARGS`: returns (rc, {host: result}, output)."""
         cmd = ["ansible", "localhost", "-m", module, *(["-a", args] if args else []), *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**self.env, **(env or {})}, cwd=self.workdir)
+        CANARIES.scan(proc.stdout + proc.stderr, f"ansible -m {module}")
         return proc.returncode, parse_minimal(proc.stdout), proc.stdout + proc.stderr
 
     def run(self, *args, env=None):
         """Any ansible command line (ansible-playbook PATH ...); returns (rc, output)."""
         proc = subprocess.run([str(a) for a in args], capture_output=True, text=True,
                               env={**self.env, **(env or {})}, cwd=self.workdir)
+        CANARIES.scan(proc.stdout + proc.stderr, str(args[0]))
         return proc.returncode, proc.stdout + proc.stderr
 
     def playbook(self, playbook: str, inventory=None, extra=(), env=None, name="play.yml"):
@@ -90,6 +126,7 @@ class Ansible:
         path.write_text(playbook)
         cmd = ["ansible-playbook", str(path), *(["-i", str(inventory)] if inventory else []), *extra]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**self.env, **(env or {})}, cwd=self.workdir)
+        CANARIES.scan(proc.stdout + proc.stderr, f"ansible-playbook {name}")
         return proc.returncode, proc.stdout + proc.stderr
 
 
@@ -148,7 +185,7 @@ def pair():
     """A plain primary and its streaming standby (pg_basebackup -R), peer auth on the socket."""
     base = scratch_dir("vz-pair-")
     primary = Cluster(base, "primary", free_port()).initdb().start()
-    primary.psql("CREATE ROLE monitor LOGIN PASSWORD 'monitor-pw-canary-4b1d'")
+    primary.psql(f"CREATE ROLE monitor LOGIN PASSWORD '{MONITOR_PASSWORD}'")
     standby = Cluster(base, "standby", free_port()).basebackup_from(primary).start()
     yield primary, standby
     standby.stop()

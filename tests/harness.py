@@ -33,10 +33,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def as_postgres(*cmd, check=True, **kw):
-    """Run a command as the postgres OS user."""
-    return subprocess.run(["runuser", "-u", "postgres", "--", *map(str, cmd)], check=check, text=True,
+def as_postgres(*cmd, check=True, scan=True, **kw):
+    """Run a command as the postgres OS user. Its output is scanned for secret canaries unless
+    `scan=False` (reading back a file that holds a secret on purpose)."""
+    proc = subprocess.run(["runuser", "-u", "postgres", "--", *map(str, cmd)], check=check, text=True,
                           capture_output=True, **kw)
+    if scan:
+        CANARIES.scan(f"{proc.stdout}{proc.stderr}", f"as_postgres {Path(str(cmd[0])).name}")
+    return proc
 
 
 def scratch_dir(prefix):
@@ -188,6 +192,7 @@ def run_module(binary, args, env=None, stdin_mode=False):
             f.flush()
             proc = subprocess.run([str(binary), f.name], capture_output=True, text=True, env=full_env,
                                   stdin=subprocess.DEVNULL)
+    CANARIES.scan(proc.stdout + proc.stderr, f"module {Path(str(binary)).name}")
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, f"one JSON line expected, got stdout={proc.stdout!r} stderr={proc.stderr!r}"
     return proc.returncode, json.loads(lines[0])
@@ -258,6 +263,46 @@ class Secret(str):
         return "Secret('********')"
 
 
+class Canaries:
+    """Every secret the tests use, and every output scanned for them (the secret-canary check of
+    the whole suite, issue #15). A secret is made here (`canary`) or registered here (`register`);
+    run_module, as_postgres and conftest's Ansible runner pass what they capture to `scan`, and
+    conftest scans each test's captured output and failure report too. A hit fails the test it
+    happened in; the session ends with the totals."""
+
+    def __init__(self):
+        self.values = set()
+        self.scanned = 0
+        self.hits = []  # (where, which canary's label), never the value itself
+        self.labels = {}
+
+    def canary(self, label, size=12):
+        """A new secret: `canary-LABEL-` and random hex (distinctive, and no placeholder word)."""
+        return self.register(f"canary-{label}-{secrets.token_hex(size)}", label)
+
+    def register(self, value, label="registered"):
+        value = Secret(value)
+        self.values.add(str(value))
+        self.labels[str(value)] = label
+        return value
+
+    def scan(self, text, where):
+        """Count one output and record the canaries it holds; returns the labels of the hits."""
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        self.scanned += 1
+        found = [self.labels[v] for v in self.values if v in (text or "")]
+        self.hits.extend((where, label) for label in found)
+        return found
+
+
+CANARIES = Canaries()
+canary = CANARIES.canary
+
+# The monitor role's password on the test clusters (conftest's `pair`, test_collection_build).
+MONITOR_PASSWORD = canary("monitor-pw")
+
+
 def s3rver_modules():
     """The node_modules of the s3rver pinned by tests/s3, as scripts/setup installs it (same key)."""
     lock = REPO / "tests" / "s3"
@@ -293,8 +338,9 @@ class S3Server:
         self.buckets = tuple(buckets)
         self.bucket = self.buckets[0]
         self.region = region
-        self.access_key = Secret("VZ" + secrets.token_hex(9).upper())  # 20 characters, like AWS's
-        self.secret_key = Secret(secrets.token_urlsafe(30))  # 40 characters, like AWS's
+        # 20 characters, like AWS's; pgBackRest treats it as secure: a canary like the secret key.
+        self.access_key = CANARIES.register("VZ" + secrets.token_hex(9).upper(), "s3-access-key")
+        self.secret_key = canary("s3-secret-key", 13)  # 40 characters, like AWS's
         self.ca_file = self.dir / "ca.crt"
         self.data_dir = self.dir / "data"
         self.log_file = self.dir / "s3rver.log"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conftest import MODULES
-from harness import REPO
+from harness import MONITOR_PASSWORD, REPO
 
 
 def test_tarball_holds_binaries_docs_and_no_sources(tarball):
@@ -90,7 +90,7 @@ def test_built_binary_runs_on_glibc_2_31(bullseye, module_bin, pair):
     try:
         # The chroot shares the loopback network, so the module reaches the test's server over TCP.
         args = {"source": "sql", "become_user": "", "login_host": "127.0.0.1", "login_port": primary.port,
-                "login_user": "monitor", "login_password": "monitor-pw-canary-4b1d"}
+                "login_user": "monitor", "login_password": MONITOR_PASSWORD}
         proc = subprocess.run(["chroot", bullseye, name], capture_output=True, text=True, input=json.dumps(args))
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert json.loads(proc.stdout)["role"] == "primary"

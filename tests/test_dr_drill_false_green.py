@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Cluster, as_postgres, free_port, repository_copy, run_module, scratch_dir, write_pgbackrest_config
+from harness import Cluster, as_postgres, canary, free_port, repository_copy, run_module, scratch_dir, write_pgbackrest_config
 
 STANZA = "fg"
 BATCHES = 4
@@ -236,7 +236,7 @@ def test_a_stanza_without_a_backup_and_a_missing_stanza_exit_1(drill, wal_repo):
 @pytest.fixture(scope="module")
 def cipher_repo():
     base = scratch_dir("vz-fg-ciph-")
-    good = "drill-cipher-canary-" + "a7" * 12
+    good = canary("drill-cipher")
     cluster, conf, repo = archiving_cluster(
         base, stanza="fgc", extra_conf=f"repo1-cipher-type=aes-256-cbc\nrepo1-cipher-pass={good}\n")
     cluster.psql("CREATE TABLE users (id int); INSERT INTO users VALUES (1)")
@@ -247,7 +247,7 @@ def cipher_repo():
 
 
 def test_a_wrong_cipher_pass_exits_1_says_so_and_shows_no_pass(drill, cipher_repo):
-    wrong = "drill-wrong-canary-" + "5c" * 12
+    wrong = canary("drill-wrong-cipher")
     bad = cipher_repo["base"] / "wrong.conf"
     bad.write_text(cipher_repo["conf"].read_text().replace(cipher_repo["good"], wrong))
     shutil.chown(bad, "postgres", "postgres")

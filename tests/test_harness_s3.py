@@ -13,14 +13,13 @@ steps it needs and each step runs once per module.
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import time
 
 import pytest
 
-from harness import Cluster, S3Server, Secret, free_port, scratch_dir
+from harness import Cluster, S3Server, canary, free_port, scratch_dir
 
 STANZA = "main"
 CIPHER = "aes-256-cbc"
@@ -34,9 +33,9 @@ class Repo:
 
     def __init__(self, base, s3, cluster):
         self.base, self.s3, self.cluster = base, s3, cluster
-        self.cipher_pass = Secret(secrets.token_urlsafe(24))
-        self.wrong_cipher_pass = Secret(secrets.token_urlsafe(24))
-        self.wrong_secret_key = Secret(secrets.token_urlsafe(30))
+        self.cipher_pass = canary("s3-cipher")
+        self.wrong_cipher_pass = canary("s3-wrong-cipher")
+        self.wrong_secret_key = canary("s3-wrong-secret-key", 13)
         self.config = self.write_config("pgbackrest.conf")
         self.outputs = []  # (command, stdout + stderr) of every pgBackRest run
 

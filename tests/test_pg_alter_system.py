@@ -10,11 +10,11 @@ import time
 import pytest
 import yaml
 
-from harness import REPO, Cluster, free_port, run_module, scratch_dir
+from harness import REPO, Cluster, canary, free_port, run_module, scratch_dir
 
 MODULE = "pg_alter_system"
 ARCHIVE_COMMAND = "pgbackrest --stanza=main archive-push %p"
-CANARY = "alter-pw-canary-7e3a"
+CANARY = canary("alter-pw")
 
 
 @pytest.fixture(scope="module")

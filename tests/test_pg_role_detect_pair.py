@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import Cluster, free_port, run_module, scratch_dir
+from harness import MONITOR_PASSWORD, Cluster, free_port, run_module, scratch_dir
 
 MODULE = "pg_role_detect"
 
@@ -68,7 +68,7 @@ def test_root_without_become_user_fails_peer_authentication(pair, binary):
 
 def test_password_over_tcp_and_secret_never_shown(pair, binary):
     primary, _ = pair
-    canary = "monitor-pw-canary-4b1d"
+    canary = MONITOR_PASSWORD
     rc, out = run_module(binary, {"source": "sql", "login_host": "127.0.0.1", "login_port": primary.port,
                                   "login_user": "monitor", "login_password": canary})
     assert rc == 0 and out["role"] == "primary", out

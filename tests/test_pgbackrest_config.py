@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO, Cluster, as_postgres, free_port, run_module, scratch_dir
+from harness import REPO, Cluster, as_postgres, canary, free_port, run_module, scratch_dir
 
 MODULE = "pgbackrest_config"
-CIPHER = "cipher-canary-7Hq2-long-enough-passphrase"
-S3_SECRET = "s3-secret-canary-Zk41x"
+CIPHER = canary("cfg-cipher")
+S3_SECRET = canary("cfg-s3-secret")
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,8 @@ def test_missing_directories_above_the_parent_do_not_lock_postgres_out(binary):
         # Root's, with the file's group: postgres reads through it but cannot plant links in it.
         assert pwd.getpwuid(conf.parent.stat().st_uid).pw_name == "root"
         assert grp.getgrgid(conf.parent.stat().st_gid).gr_name == "postgres"
-        assert as_postgres("cat", conf).stdout == conf.read_text()
+        # Reads back the file the module wrote (it holds the cipher pass on purpose): not scanned.
+        assert as_postgres("cat", conf, scan=False).stdout == conf.read_text()
         assert as_postgres("ln", "-s", "/etc/passwd", conf.parent / "planted", check=False).returncode != 0
     finally:
         shutil.rmtree(base, ignore_errors=True)
@@ -181,6 +182,89 @@ def test_refusals_name_the_problem_and_write_nothing(binary, conf, bad, message)
     assert sorted(p.name for p in conf.parent.iterdir()) == ["pgbackrest.conf"]
     for value in ("CHANGEME", "Short-9x", "REPLACE_ME"):
         assert value not in out["msg"]
+
+
+# (section body, option, section, value as shown, pgBackRest command that reads it): values the
+# option table's type, range or list refuses. pgBackRest itself refuses each one as well (checked
+# below), so the module is not stricter than pgBackRest, only earlier.
+VALUE_REFUSALS = [
+    ({"global": {"repo1-retention-full": -1}}, "repo1-retention-full", "global", "-1", "expire"),
+    ({"global": {"repo1-retention-full": 0}}, "repo1-retention-full", "global", "0", "expire"),
+    ({"global": {"repo1-retention-diff": "ten"}}, "repo1-retention-diff", "global", "ten", "expire"),
+    ({"global": {"compress-level": 99}}, "compress-level", "global", "99", "backup"),
+    ({"global": {"compress-type": "zst", "compress-level": 23}}, "compress-level", "global", "23", "backup"),
+    ({"global": {"compress-level-network": 10}}, "compress-level-network", "global", "10", "backup"),
+    ({"global": {"log-level-console": "verbose"}}, "log-level-console", "global", "verbose", "check"),
+    ({"global": {"log-level-file": "INFO"}}, "log-level-file", "global", "INFO", "check"),
+    ({"global": {"compress-type": "zip"}}, "compress-type", "global", "zip", "backup"),
+    ({"global": {"repo1-type": "ftp"}}, "repo1-type", "global", "ftp", "check"),
+    ({"global": {"buffer-size": "3MiB"}}, "buffer-size", "global", "3MiB", "check"),
+    ({"global": {"buffer-size": "1 MiB"}}, "buffer-size", "global", "1 MiB", "check"),
+    ({"global": {"process-max": 1000}}, "process-max", "global", "1000", "backup"),
+    ({"global": {"archive-timeout": "soon"}}, "archive-timeout", "global", "soon", "check"),
+    ({"global": {"archive-timeout": "0.01"}}, "archive-timeout", "global", "0.01", "check"),
+    ({"global": {"io-timeout": 3601}}, "io-timeout", "global", "3601", "check"),
+    ({"global": {"repo1-path": "relative/repo"}}, "repo1-path", "global", "relative/repo", "check"),
+    ({"global": {"lock-path": "/tmp//lock"}}, "lock-path", "global", "/tmp//lock", "backup"),
+    ({"stanzas": {"main": {"pg1-port": 70000}}}, "pg1-port", "main", "70000", "check"),
+    ({"command_sections": {"global:backup": {"process-max": 0}}}, "process-max", "global:backup", "0", "backup"),
+    ({"global": {"repo1-bundle": True, "repo1-bundle-size": "1KiB"}}, "repo1-bundle-size", "global", "1KiB",
+     "backup"),
+    ({"global": {"repo1-type": "s3", "repo1-s3-bucket": "b", "repo1-s3-endpoint": "e", "repo1-s3-region": "r",
+                 "repo1-s3-key": "AKIAcanary1", "repo1-s3-key-secret": S3_SECRET, "repo1-s3-uri-style": "path",
+                 "repo1-storage-upload-chunk-size": "5 MB"}},
+     "repo1-storage-upload-chunk-size", "global", "5 MB", "check"),
+    ({"global": {"repo1-type": "s3", "repo1-s3-bucket": "b", "repo1-s3-endpoint": "e", "repo1-s3-region": "r",
+                 "repo1-s3-key": "AKIAcanary1", "repo1-s3-key-secret": S3_SECRET, "repo1-s3-uri-style": "virtual"}},
+     "repo1-s3-uri-style", "global", "virtual", "check"),
+]
+
+
+@pytest.mark.parametrize("bad,option,section,value,command", VALUE_REFUSALS,
+                         ids=[f"{o}={v}" for _, o, _, v, _ in VALUE_REFUSALS])
+def test_values_of_the_wrong_type_range_or_list_are_refused_as_pgbackrest_would(
+        binary, conf, tmp_path, bad, option, section, value, command):
+    conf.parent.mkdir()
+    conf.write_text("[global]\nrepo1-path=/before\n")
+    before = state(conf)
+    args = {"path": str(conf), "stanzas": {"main": {"pg1-path": "/var/lib/postgresql/15/main"}}}
+    for group, body in bad.items():
+        args[group] = {**args.get(group, {}), **body}
+    rc, out = run_module(binary, args)
+    assert rc == 1 and out["failed"] is True, out
+    msg = out["msg"]
+    assert option in msg and f"'{value}'" in msg, msg
+    assert f"[{section}]" in msg or section == "global" and "[global] + [main]" in msg, msg
+    assert S3_SECRET not in json.dumps(out)
+    assert state(conf) == before
+    assert sorted(p.name for p in conf.parent.iterdir()) == ["pgbackrest.conf"]
+
+    # pgBackRest refuses the same file, naming the same option (its "out of range", "not allowed",
+    # "not valid", "must begin with /" errors, all 032). Run without a network and with every path
+    # in the temp dir: it stops at the option.
+    work = tmp_path / "pgbr"
+    work.mkdir()
+    lines = {"lock-path": work, "log-path": work, "spool-path": work, "repo1-path": f"{work}/repo"}
+    stanza = {"pg1-path": f"{work}/pg", "pg1-socket-path": work}
+    for group, body in bad.items():
+        if group == "command_sections":  # [global:backup] reads as [global] for backup
+            body = {k: v for section in body.values() for k, v in section.items()}
+        target, body = (stanza, body["main"]) if group == "stanzas" else (lines, body)
+        target.update({k: {True: "y", False: "n"}.get(v, v) for k, v in body.items()})
+    text = "".join(f"{k}={v}\n" for k, v in lines.items()) + "[main]\n"
+    (work / "c.conf").write_text("[global]\n" + text + "".join(f"{k}={v}\n" for k, v in stanza.items()))
+    proc = subprocess.run(["unshare", "-n", "pgbackrest", f"--config={work}/c.conf", "--stanza=main", command],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 32 and f"'{option}' option" in proc.stderr, proc.stderr
+
+
+def test_values_at_the_edges_of_their_ranges_are_accepted(binary, conf):
+    args = base_args(conf)
+    args["global"].update({"repo1-retention-full": 9999999, "repo1-retention-history": 0, "process-max": 999,
+                           "buffer-size": "16KiB", "compress-level": -7, "archive-timeout": 0.1,
+                           "log-level-console": "off", "repo1-bundle": True, "repo1-bundle-size": "1MiB"})
+    rc, out = run_module(binary, args)
+    assert rc == 0 and out["changed"] is True, out
 
 
 def test_state_absent_with_backup(binary, conf):

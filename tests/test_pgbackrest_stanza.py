@@ -6,7 +6,6 @@ not depend on each other; the clusters (`pair`, `formation`) are shared per modu
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import time
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import Cluster, S3Server, Secret, as_postgres, free_port, run_module, scratch_dir
+from harness import Cluster, S3Server, as_postgres, canary, free_port, run_module, scratch_dir
 
 MODULE = "pgbackrest_stanza"
 FQCN = f"veza.pgbackrest.{MODULE}"
@@ -214,12 +213,12 @@ def s3repo():
     try:
         with S3Server(base / "s3") as s3:
             cluster = Cluster(base, "pg", free_port()).initdb()
-            cipher = Secret(secrets.token_urlsafe(24))
+            cipher = canary("stanza-cipher")
             opts = {**s3.pgbackrest_options(), "repo1-cipher-type": "aes-256-cbc", "repo1-cipher-pass": cipher,
                     "compress-type": "zst", "repo1-bundle": "y", "archive-timeout": "30", "start-fast": "y",
                     **S3Server.PGBACKREST_TIMEOUTS}
             conf = write_conf(base / "pgbackrest.conf", cluster.pgdata, cluster.port, cluster.socket_dir, **opts)
-            wrong = Secret(secrets.token_urlsafe(24))
+            wrong = canary("stanza-wrong-cipher")
             bad = write_conf(base / "wrong.conf", cluster.pgdata, cluster.port, cluster.socket_dir,
                              **{**opts, "repo1-cipher-pass": wrong})
             with open(cluster.pgdata / "postgresql.conf", "a") as f:

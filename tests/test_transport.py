@@ -9,7 +9,6 @@ which binary, whether it was uploaded) instead of parsing the screen output.
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import threading
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import scratch_dir
+from harness import canary as new_canary, scratch_dir
 
 CACHES = [Path("/root/.ansible/veza-bin"), Path("/var/lib/postgresql/.ansible/veza-bin")]
 # The target's Ansible temp and cache directories (the controller's temp is moved elsewhere).
@@ -185,7 +184,7 @@ def test_become_postgres_runs_from_the_postgres_users_cache(method, target, modu
     tasks = f"""    - name: as postgres
       veza.pgbackrest.pgbackrest_config:
         path: {conf}
-        global: {{repo1-path: /var/lib/pgbackrest, repo1-cipher-type: aes-256-cbc, repo1-cipher-pass: {secrets.token_urlsafe(24)}}}
+        global: {{repo1-path: /var/lib/pgbackrest, repo1-cipher-type: aes-256-cbc, repo1-cipher-pass: {new_canary("become-cipher")}}}
         owner: postgres
         group: postgres
       become: true
@@ -259,7 +258,7 @@ def config_play(conf, canary, flags=""):
 
 
 def test_check_diff_no_log_and_the_secret_never_touches_the_targets_disk(target, tmp_path):
-    canary = "canary-" + secrets.token_urlsafe(24)
+    canary = new_canary("transport")
     conf = tmp_path / "etc" / "pgbackrest.conf"
     tasks = (config_play(conf, canary, "      check_mode: true\n      diff: true\n")
              + config_play(conf, canary, "      diff: true\n")
@@ -281,7 +280,7 @@ def test_check_diff_no_log_and_the_secret_never_touches_the_targets_disk(target,
 
 def test_the_canary_scanner_sees_arguments_written_by_the_normal_path(target, tmp_path):
     """The control for the test above: Ansible's own binary-module path writes the arguments file."""
-    canary = "canary-" + secrets.token_urlsafe(24)
+    canary = new_canary("transport-control")
     conf = tmp_path / "pgbackrest.conf"
     with CanaryScanner(canary) as scanner:
         rc, output, rows = target(config_play(conf, canary, "      vars: {veza_pgbackrest_fast_path: false}\n"))

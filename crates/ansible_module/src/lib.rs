@@ -308,8 +308,12 @@ fn read_input() -> Result<(Map<String, Value>, bool), String> {
     }
 }
 
-/// Split off the `_ansible_*` internals.
-fn split_internals(raw: Map<String, Value>, default_name: &str) -> (Map<String, Value>, Context) {
+/// Split off the `_ansible_*` internals. A flag that is no boolean (`_ansible_check_mode:
+/// "perhaps"`) is refused: read as false it would turn a check into a real run.
+fn split_internals(
+    raw: Map<String, Value>,
+    default_name: &str,
+) -> Result<(Map<String, Value>, Context), String> {
     let mut ctx = Context {
         module_name: default_name.to_owned(),
         ..Context::default()
@@ -320,11 +324,17 @@ fn split_internals(raw: Map<String, Value>, default_name: &str) -> (Map<String, 
             args.insert(key, value);
             continue;
         };
-        let truthy = || matches!(spec::coerce(Kind::Bool, &value), Ok(Value::Bool(true)));
+        let truthy = || match spec::coerce(Kind::Bool, &value) {
+            Ok(Value::Bool(b)) => Ok(b),
+            _ => Err(format!(
+                "{key}: {} is not a boolean",
+                serde_json::to_string(&value).unwrap_or_default()
+            )),
+        };
         match internal {
-            "check_mode" => ctx.check_mode = truthy(),
-            "diff" => ctx.diff = truthy(),
-            "no_log" => ctx.no_log = truthy(),
+            "check_mode" => ctx.check_mode = truthy()?,
+            "diff" => ctx.diff = truthy()?,
+            "no_log" => ctx.no_log = truthy()?,
             "verbosity" => ctx.verbosity = value.as_u64().unwrap_or_default(),
             "module_name" => ctx.module_name = value.as_str().unwrap_or(default_name).to_owned(),
             "tmpdir" => ctx.tmpdir = value.as_str().map(str::to_owned),
@@ -333,14 +343,14 @@ fn split_internals(raw: Map<String, Value>, default_name: &str) -> (Map<String, 
             _ => {}
         }
     }
-    (args, ctx)
+    Ok((args, ctx))
 }
 
 /// Everything between Ansible and the module, in order; never returns.
 pub fn run<M: Module>() -> ! {
     install_panic_hook();
     let (raw, from_stdin) = read_input().unwrap_or_else(|e| fail_early(e));
-    let (args, mut ctx) = split_internals(raw, M::NAME);
+    let (args, mut ctx) = split_internals(raw, M::NAME).unwrap_or_else(|e| fail_early(e));
     ctx.from_stdin = from_stdin;
     let spec = M::spec();
 
@@ -442,12 +452,17 @@ mod tests {
             "_ansible_tmpdir": "/tmp/a",
             "_ansible_selinux_special_fs": []
         });
-        let (args, ctx) = split_internals(raw.as_object().unwrap().clone(), "x");
+        let (args, ctx) = split_internals(raw.as_object().unwrap().clone(), "x").unwrap();
         assert_eq!(Value::Object(args), json!({"stanza": "main"}));
         assert!(ctx.check_mode && ctx.diff && !ctx.no_log);
         assert_eq!(ctx.verbosity, 3);
         assert_eq!(ctx.module_name, "veza.pgbackrest.x");
         assert_eq!(ctx.tmpdir.as_deref(), Some("/tmp/a"));
+        let bad = json!({"_ansible_check_mode": "perhaps"});
+        assert_eq!(
+            split_internals(bad.as_object().unwrap().clone(), "x").unwrap_err(),
+            "_ansible_check_mode: \"perhaps\" is not a boolean"
+        );
     }
 
     #[test]

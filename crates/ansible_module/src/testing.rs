@@ -86,3 +86,78 @@ pub fn assert_sidecar_matches(manifest_dir: &str, module: &str, spec: &crate::Sp
         path.display()
     );
 }
+
+/// Arbitrary JSON: every kind of value, nested a few levels, with strings that are sometimes
+/// plausible option values and sometimes anything (control characters, any Unicode).
+pub fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let plausible = prop::sample::select(vec![
+        "",
+        "0640",
+        "0777",
+        "yes",
+        "maybe",
+        "main",
+        "global",
+        "/tmp/x",
+        "rel/x",
+        "1MB",
+        "-1",
+        "9223372036854775808",
+        "a\nb",
+        "\u{0}",
+        "repo1-path",
+        "s3",
+        "4294967295",
+        "[evil]",
+    ])
+    .prop_map(|s| Value::String(s.to_owned()));
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        any::<f64>().prop_filter_map("finite", |f| {
+            serde_json::Number::from_f64(f).map(Value::Number)
+        }),
+        plausible,
+        any::<String>().prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map(
+                prop_oneof![any::<String>(), Just("repo1-path".to_owned())],
+                inner,
+                0..4
+            )
+            .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Argument objects for `spec`: its option names and aliases (and one unknown name), each with
+/// arbitrary JSON.
+pub fn arguments(
+    spec: &crate::Spec,
+) -> impl proptest::strategy::Strategy<Value = serde_json::Map<String, Value>> {
+    use proptest::prelude::*;
+    let mut names: Vec<String> = spec
+        .options
+        .iter()
+        .flat_map(|o| std::iter::once(o.name).chain(o.aliases.iter().copied()))
+        .map(str::to_owned)
+        .collect();
+    names.push("no_such_option".to_owned());
+    prop::collection::btree_map(prop::sample::select(names), json(), 0..8)
+        .prop_map(|m| m.into_iter().collect())
+}
+
+/// The arguments as a module gets them: validated by its spec, then read into its `Args`
+/// (`Err` is the refusal message).
+pub fn validated<M: crate::Module>(
+    raw: &serde_json::Map<String, Value>,
+) -> Result<M::Args, String> {
+    let valid = M::spec().validate(raw, M::NAME)?;
+    serde_json::from_value(Value::Object(valid)).map_err(|e| e.to_string())
+}

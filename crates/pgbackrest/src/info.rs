@@ -316,8 +316,63 @@ pub fn verdict(status: &Status) -> Verdict {
     }
 }
 
+/// Whether `label` is spelled as pgBackRest names backups: `YYYYMMDD-HHMMSSF` for a full,
+/// `YYYYMMDD-HHMMSSF_YYYYMMDD-HHMMSSD` (or `I`) for a differential or incremental one.
+pub fn is_backup_label(label: &str) -> bool {
+    fn stamp(s: &str) -> bool {
+        let b = s.as_bytes();
+        b.len() == 15
+            && b.iter().enumerate().all(|(i, c)| {
+                if i == 8 {
+                    *c == b'-'
+                } else {
+                    c.is_ascii_digit()
+                }
+            })
+    }
+    let Some(full) = label.get(..16) else {
+        return false;
+    };
+    if !(full.ends_with('F') && stamp(&full[..15])) {
+        return false;
+    }
+    match label.get(16..) {
+        Some("") => true,
+        Some(rest) => {
+            rest.len() == 17
+                && rest.starts_with('_')
+                && (rest.ends_with('D') || rest.ends_with('I'))
+                && stamp(&rest[1..16])
+        }
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn backup_labels_are_recognised() {
+        for good in [
+            "20250101-000000F",
+            "20250101-000000F_20250102-030405D",
+            "20250101-000000F_20250102-030405I",
+        ] {
+            assert!(is_backup_label(good), "{good}");
+        }
+        for bad in [
+            "",
+            "20250101-000000",
+            "20250101-000000F; rm -rf /",
+            "20250101_000000F",
+            "20250101-000000F_20250102-030405F",
+            "2025010a-000000F",
+            "20250101-000000F_",
+            "é",
+        ] {
+            assert!(!is_backup_label(bad), "{bad}");
+        }
+    }
     use super::*;
 
     const OK: &str = r#"[{"archive":[],"backup":[],"cipher":"none",

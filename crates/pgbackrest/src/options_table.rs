@@ -27,161 +27,163 @@ verify
 version
 ";
 
-/// Every option of that version, one a line: its name without index, then its flags: `repo` or
-/// `pg` (indexed by), `stanza` or `command-line` (where it may appear; anywhere when neither),
-/// `bool`, `secret`, `multi` (repeatable).
+/// Every option of that version, one a line: its name without index, its value type (`bool`, `int`,
+/// `size` in bytes, `time` in milliseconds, `path`, `enum`, `string`, `list`, `hash`), then its
+/// flags: `repo` or `pg` (indexed by), `stanza` or `command-line` (where it may appear; anywhere
+/// when neither), `secret`, `multi` (repeatable), `range=MIN..MAX` (in the type's unit),
+/// `allow=A|B|C` (the allowed values).
 pub const OPTIONS: &str = "\
-annotation multi
+annotation hash multi
 archive-async bool
 archive-check bool
 archive-copy bool
-archive-get-queue-max
+archive-get-queue-max size range=0..4503599627370496
 archive-header-check bool
 archive-missing-retry bool
-archive-mode
+archive-mode enum allow=off|preserve
 archive-mode-check bool
-archive-push-queue-max
-archive-timeout
+archive-push-queue-max size range=0..4503599627370496
+archive-timeout time range=100..86400000
 backup-standby bool
-buffer-size
+buffer-size size allow=16KiB|32KiB|64KiB|128KiB|256KiB|512KiB|1MiB|2MiB|4MiB|8MiB|16MiB
 checksum-page bool
-cmd
-cmd-ssh
+cmd string
+cmd-ssh string
 compress bool
-compress-level
-compress-level-network
-compress-type
-config command-line
-config-include-path command-line
-config-path command-line
-db-exclude multi
-db-include multi
-db-timeout
+compress-level int
+compress-level-network int range=0..9
+compress-type enum allow=none|bz2|gz|lz4|zst
+config string command-line
+config-include-path path command-line
+config-path path command-line
+db-exclude list multi
+db-include list multi
+db-timeout time range=100..604800000
 delta bool
-dry-run command-line
-exclude multi
+dry-run bool command-line
+exclude list multi
 expire-auto bool
-filter command-line
-force command-line
-ignore-missing command-line
-io-timeout
+filter string command-line
+force bool command-line
+ignore-missing bool command-line
+io-timeout time range=100..3600000
 link-all bool
-link-map multi
-lock-path
-log-level-console
-log-level-file
-log-level-stderr
-log-path
+link-map hash multi
+lock-path path
+log-level-console enum allow=off|error|warn|info|detail|debug|trace
+log-level-file enum allow=off|error|warn|info|detail|debug|trace
+log-level-stderr enum allow=off|error|warn|info|detail|debug|trace
+log-path path
 log-subprocess bool
 log-timestamp bool
-manifest-save-threshold
+manifest-save-threshold size range=1..1099511627776
 neutral-umask bool
-online command-line
-output command-line
-pg-database pg stanza
-pg-host pg stanza
-pg-host-ca-file pg stanza
-pg-host-ca-path pg stanza
-pg-host-cert-file pg stanza
-pg-host-cmd pg stanza
-pg-host-config pg stanza
-pg-host-config-include-path pg stanza
-pg-host-config-path pg stanza
-pg-host-key-file pg stanza
-pg-host-port pg stanza
-pg-host-type pg stanza
-pg-host-user pg stanza
-pg-path pg stanza
-pg-port pg stanza
-pg-socket-path pg stanza
-pg-user pg stanza
-process-max
-protocol-timeout
-raw command-line
-recovery-option multi
-recurse command-line
-repo command-line
-repo-azure-account repo secret
-repo-azure-container repo
-repo-azure-endpoint repo secret
-repo-azure-key repo secret
-repo-azure-key-type repo
-repo-azure-uri-style repo
-repo-block repo bool
-repo-block-age-map repo multi
-repo-block-checksum-size-map repo multi
-repo-block-size-map repo multi
-repo-block-size-super repo
-repo-block-size-super-full repo
-repo-bundle repo bool
-repo-bundle-limit repo
-repo-bundle-size repo
-repo-cipher-pass repo secret
-repo-cipher-type repo
-repo-gcs-bucket repo
-repo-gcs-endpoint repo
-repo-gcs-key repo secret
-repo-gcs-key-type repo
-repo-hardlink repo bool
-repo-host repo
-repo-host-ca-file repo
-repo-host-ca-path repo
-repo-host-cert-file repo
-repo-host-cmd repo
-repo-host-config repo
-repo-host-config-include-path repo
-repo-host-config-path repo
-repo-host-key-file repo
-repo-host-port repo
-repo-host-type repo
-repo-host-user repo
-repo-path repo
-repo-retention-archive repo
-repo-retention-archive-type repo
-repo-retention-diff repo
-repo-retention-full repo
-repo-retention-full-type repo
-repo-retention-history repo
-repo-s3-bucket repo
-repo-s3-endpoint repo
-repo-s3-key repo secret
-repo-s3-key-secret repo secret
-repo-s3-key-type repo
-repo-s3-kms-key-id repo
-repo-s3-region repo
-repo-s3-role repo
-repo-s3-token repo secret
-repo-s3-uri-style repo
-repo-storage-ca-file repo
-repo-storage-ca-path repo
-repo-storage-host repo
-repo-storage-port repo
-repo-storage-upload-chunk-size repo
-repo-storage-verify-tls repo bool
-repo-type repo
+online bool command-line
+output enum command-line allow=text|json
+pg-database string pg stanza
+pg-host string pg stanza
+pg-host-ca-file string pg stanza
+pg-host-ca-path string pg stanza
+pg-host-cert-file string pg stanza
+pg-host-cmd string pg stanza
+pg-host-config string pg stanza
+pg-host-config-include-path path pg stanza
+pg-host-config-path path pg stanza
+pg-host-key-file string pg stanza
+pg-host-port int pg stanza range=0..65535
+pg-host-type enum pg stanza allow=ssh|tls
+pg-host-user string pg stanza
+pg-path path pg stanza
+pg-port int pg stanza range=0..65535
+pg-socket-path path pg stanza
+pg-user string pg stanza
+process-max int range=1..999
+protocol-timeout time range=100..604800000
+raw bool command-line
+recovery-option hash multi
+recurse bool command-line
+repo int command-line range=1..256
+repo-azure-account string repo secret
+repo-azure-container string repo
+repo-azure-endpoint string repo secret
+repo-azure-key string repo secret
+repo-azure-key-type enum repo allow=shared|sas
+repo-azure-uri-style enum repo allow=host|path
+repo-block bool repo
+repo-block-age-map hash repo multi
+repo-block-checksum-size-map hash repo multi
+repo-block-size-map hash repo multi
+repo-block-size-super size repo range=32768..16777216
+repo-block-size-super-full size repo range=32768..16777216
+repo-bundle bool repo
+repo-bundle-limit size repo range=8192..1125899906842624
+repo-bundle-size size repo range=1048576..1125899906842624
+repo-cipher-pass string repo secret
+repo-cipher-type enum repo allow=none|aes-256-cbc
+repo-gcs-bucket string repo
+repo-gcs-endpoint string repo
+repo-gcs-key string repo secret
+repo-gcs-key-type enum repo allow=auto|service|token
+repo-hardlink bool repo
+repo-host string repo
+repo-host-ca-file string repo
+repo-host-ca-path string repo
+repo-host-cert-file string repo
+repo-host-cmd string repo
+repo-host-config string repo
+repo-host-config-include-path path repo
+repo-host-config-path path repo
+repo-host-key-file string repo
+repo-host-port int repo range=0..65535
+repo-host-type enum repo allow=ssh|tls
+repo-host-user string repo
+repo-path path repo
+repo-retention-archive int repo range=1..9999999
+repo-retention-archive-type enum repo allow=full|diff|incr
+repo-retention-diff int repo range=1..9999999
+repo-retention-full int repo range=1..9999999
+repo-retention-full-type enum repo allow=count|time
+repo-retention-history int repo range=0..9999999
+repo-s3-bucket string repo
+repo-s3-endpoint string repo
+repo-s3-key string repo secret
+repo-s3-key-secret string repo secret
+repo-s3-key-type enum repo allow=shared|auto|web-id
+repo-s3-kms-key-id string repo
+repo-s3-region string repo
+repo-s3-role string repo
+repo-s3-token string repo secret
+repo-s3-uri-style enum repo allow=host|path
+repo-storage-ca-file string repo
+repo-storage-ca-path path repo
+repo-storage-host string repo
+repo-storage-port int repo range=1..65535
+repo-storage-upload-chunk-size size repo range=65536..1099511627776
+repo-storage-verify-tls bool repo
+repo-type enum repo allow=azure|cifs|gcs|posix|s3
 resume bool
 sck-keep-alive bool
-set command-line
-sort command-line
-spool-path
-stanza command-line
+set string command-line
+sort enum command-line allow=none|asc|desc
+spool-path path
+stanza string command-line
 start-fast bool
 stop-auto bool
-tablespace-map multi
-tablespace-map-all
-target command-line
-target-action command-line
-target-exclusive command-line
-target-timeline command-line
-tcp-keep-alive-count
-tcp-keep-alive-idle
-tcp-keep-alive-interval
-tls-server-address
-tls-server-auth multi
-tls-server-ca-file
-tls-server-cert-file
-tls-server-key-file
-tls-server-port
-type command-line
-verbose command-line
+tablespace-map hash multi
+tablespace-map-all string
+target string command-line
+target-action enum command-line allow=pause|promote|shutdown
+target-exclusive bool command-line
+target-timeline string command-line
+tcp-keep-alive-count int range=1..32
+tcp-keep-alive-idle int range=1..3600
+tcp-keep-alive-interval int range=1..900
+tls-server-address string
+tls-server-auth hash multi
+tls-server-ca-file path
+tls-server-cert-file path
+tls-server-key-file path
+tls-server-port int range=1..65535
+type string command-line
+verbose bool command-line
 ";

@@ -111,6 +111,9 @@ impl Postmaster {
     }
 }
 
+/// The longest `connect_timeout` taken (a day): a larger one is a typo, not a wish.
+pub const MAX_CONNECT_TIMEOUT: i64 = 86_400;
+
 impl Login {
     /// Resolve the options; `postmaster` fills in port and socket when they were not given.
     pub fn new(args: &LoginArgs, postmaster: Option<&Postmaster>) -> Result<Login, Error> {
@@ -120,11 +123,26 @@ impl Login {
             })?,
             None => postmaster.map_or(DEFAULT_PORT, |pm| pm.port),
         };
-        if args.connect_timeout <= 0 {
+        if !(1..=MAX_CONNECT_TIMEOUT).contains(&args.connect_timeout) {
             return Err(Error::Invalid(format!(
-                "connect_timeout must be a positive number of seconds, got {}",
+                "connect_timeout must be between 1 and {MAX_CONNECT_TIMEOUT} seconds, got {}",
                 args.connect_timeout
             )));
+        }
+        // A control character (a NUL, a newline) is in no host, socket, user or database name;
+        // refused here, it cannot reach a connection string or a message as something else.
+        for (name, value) in [
+            ("login_host", args.login_host.as_deref()),
+            ("login_unix_socket", args.login_unix_socket.as_deref()),
+            ("login_user", Some(args.login_user.as_str())),
+            ("login_db", Some(args.login_db.as_str())),
+        ] {
+            if let Some(v) = value.filter(|v| v.chars().any(char::is_control)) {
+                return Err(Error::Invalid(format!(
+                    "{name}: '{}' contains a control character",
+                    v.escape_default()
+                )));
+            }
         }
         let host = match (
             args.login_host.as_deref().filter(|h| !h.is_empty()),
@@ -385,5 +403,22 @@ mod tests {
             err.to_string(),
             "login_port must be between 1 and 65535, got 70000"
         );
+    }
+
+    #[test]
+    fn control_characters_and_extreme_timeouts_are_refused_naming_the_option() {
+        let err = Login::new(&args(None, Some("a\0b"), None), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "login_host: 'a\\u{0}b' contains a control character"
+        );
+        let err = Login::new(&args(None, None, Some("/tmp\nx")), None).unwrap_err();
+        assert!(err.to_string().starts_with("login_unix_socket: '/tmp\\nx'"));
+        for timeout in [0, -1, 86_401, i64::MAX] {
+            let mut a = args(None, None, None);
+            a.connect_timeout = timeout;
+            let err = Login::new(&a, None).unwrap_err().to_string();
+            assert!(err.contains(&format!("got {timeout}")), "{err}");
+        }
     }
 }

@@ -229,6 +229,32 @@ impl Plan {
         if let Some(v) = args.max_data_loss.filter(|v| *v <= 0) {
             bail!("max_data_loss: {v} is not positive");
         }
+        if args.min_users_expected < 0 {
+            bail!(
+                "min_users_expected: {} is negative",
+                args.min_users_expected
+            );
+        }
+        // Relative, they would be taken from wherever the timer or Ansible happened to start.
+        for (name, dir) in [
+            ("metrics_dir", &args.metrics_dir),
+            ("lock_dir", &args.lock_dir),
+        ] {
+            if !dir.is_absolute() {
+                bail!("{name}: '{}' is not an absolute path", dir.display());
+            }
+        }
+        if let Some(set) = args
+            .set
+            .as_deref()
+            .filter(|s| !pgbackrest::info::is_backup_label(s))
+        {
+            bail!(
+                "set: '{}' is not a pgBackRest backup label (such as 20250101-000000F or \
+                 20250101-000000F_20250102-000000D)",
+                set.escape_default()
+            );
+        }
         let smoke = smoke_queries(&args)?;
         let sandbox = args.sandbox;
         Ok(Plan {
@@ -318,6 +344,10 @@ mod tests {
             ("jobs", json!(0)),
             ("max_data_loss", json!(-5)),
             ("max_backup_age", json!(-1)),
+            ("min_users_expected", json!(-1)),
+            ("metrics_dir", json!("rel/metrics")),
+            ("lock_dir", json!("rel")),
+            ("set", json!("20250101-000000F; rm -rf /")),
         ] {
             let e = Plan::new(args(json!({ k: v }))).unwrap_err();
             assert!(format!("{e:#}").starts_with(k), "{e:#}");

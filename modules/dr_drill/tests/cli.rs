@@ -89,3 +89,40 @@ fn extreme_timeouts_are_accepted_without_a_panic() {
     assert_eq!(code, 2, "{out}");
     assert!(!out["msg"].as_str().unwrap().contains("panicked"), "{out}");
 }
+
+#[test]
+fn the_configurations_secrets_are_scrubbed_from_every_field() {
+    // The cipher pass is also the name of the configuration's directory, so it shows in the
+    // commands and the invocation unless the drill registered the configuration's secrets.
+    let secret = format!("canary-drill-conf-{}", std::process::id());
+    let dir = scratch("conf-secret");
+    let confdir = dir.join(&secret);
+    std::fs::create_dir_all(&confdir).unwrap();
+    let conf = confdir.join("pgbackrest.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nrepo1-path={}/repo\nrepo1-cipher-type=aes-256-cbc\n\
+             repo1-cipher-pass={secret}\nlock-path={d}\nlog-path={d}\n[main]\npg1-path={d}/pg\n",
+            confdir.display(),
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let args = json!({"stanza": "main", "config": conf, "sandbox": "host",
+        "metrics_dir": dir.join("metrics"), "lock_dir": dir.join("lock")});
+    let (_, out, stderr) = run_stdin(&args.to_string());
+    let metrics = std::fs::read_to_string(dir.join("metrics/veza_backup_drill_main.prom"));
+    std::fs::remove_dir_all(&dir).unwrap();
+    let text = format!("{out}{stderr}{}", metrics.unwrap_or_default());
+    assert!(!text.contains(&secret), "{text}");
+    if out["reason"] != "missing_tool" {
+        assert!(
+            out["invocation"]["module_args"]["config"]
+                .as_str()
+                .unwrap()
+                .contains("/********/"),
+            "{out}"
+        );
+    }
+}

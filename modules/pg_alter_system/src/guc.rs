@@ -232,7 +232,10 @@ impl Setting {
     pub fn parse(&self, text: &str) -> Result<Value, Invalid> {
         match self.vartype {
             VarType::Bool => parse_bool(text).map(Value::Bool).ok_or_else(|| Invalid {
-                message: format!("parameter \"{}\" requires a Boolean value", self.name),
+                message: format!(
+                    "parameter \"{}\" requires a Boolean value, got \"{text}\"",
+                    self.name
+                ),
                 hint: None,
             }),
             VarType::Integer => self.parse_int(text).map(Value::Int),
@@ -609,7 +612,7 @@ mod tests {
         };
         assert_eq!(
             s.parse("maybe").unwrap_err().message,
-            "parameter \"fsync\" requires a Boolean value"
+            "parameter \"fsync\" requires a Boolean value, got \"maybe\""
         );
     }
 

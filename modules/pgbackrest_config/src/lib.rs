@@ -8,7 +8,7 @@
 //! leave the module: the diff shows `********`, and `******** (changed)` where a secret changed.
 
 mod render;
-mod validate;
+pub mod validate;
 
 use ansible_module::fs::{Attrs, FileState};
 use ansible_module::{Context, Diff, Kind, Module, Response};
@@ -58,6 +58,9 @@ ansible_module::options! {
     }
 }
 
+/// The largest `min_cipher_pass_length` taken: a longer minimum is a typo.
+const MAX_CIPHER_PASS_LENGTH: i64 = 1024;
+
 /// The Ansible module.
 pub struct PgbackrestConfig;
 
@@ -83,6 +86,12 @@ impl Module for PgbackrestConfig {
             );
         }
         validate::check_vars(&args).map_err(anyhow::Error::msg)?;
+        if !(0..=MAX_CIPHER_PASS_LENGTH).contains(&args.min_cipher_pass_length) {
+            bail!(
+                "min_cipher_pass_length must be between 0 and {MAX_CIPHER_PASS_LENGTH}, got {}",
+                args.min_cipher_pass_length
+            );
+        }
         let attrs = Attrs {
             owner: Some(args.owner.clone()),
             group: Some(args.group.clone()),
@@ -96,7 +105,8 @@ impl Module for PgbackrestConfig {
                 args.path.display()
             );
         }
-        let current = FileState::read(&args.path).map_err(fs_err)?;
+        // A link or a directory at the path is refused here, before anything: named as `path`.
+        let current = FileState::read(&args.path).map_err(|e| anyhow::anyhow!("path: {e}"))?;
         match args.state {
             State::Absent => absent(&args, current, ctx),
             State::Present => present(&args, current, &attrs, ctx),

@@ -141,12 +141,10 @@ enum Kind {
     Stanza,
 }
 
-/// A stanza name pgBackRest accepts and that cannot break out of a `[section]` header.
+/// A stanza name pgBackRest accepts, that cannot break out of a `[section]` header and is not
+/// `global` (the pgBackRest crate's one rule).
 fn valid_stanza(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && chars.all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        && name.len() <= 64
+    pgbackrest::stanza::StanzaName::parse(name).is_ok()
 }
 
 fn valid_key(key: &str) -> bool {
@@ -325,8 +323,22 @@ fn section(
             _ => {}
         }
         let secret = info.secret || options::looks_secret(key);
-        match values(&at, key, value, info.repeatable, info.boolean, secret) {
+        let boolean = info.kind == options::ValueType::Bool;
+        match values(&at, key, value, info.repeatable, boolean, secret) {
             Ok(rendered) => {
+                for v in rendered.iter().filter(|_| !info.repeatable && !boolean) {
+                    if let Err(expected) = info.check_value(v) {
+                        let shown = if secret {
+                            "a secret".to_owned()
+                        } else {
+                            format!("'{}'", v.escape_default())
+                        };
+                        errors.push(format!(
+                            "{at}: {shown} is not a valid value of {key} in [{name}] \
+                             for pgBackRest {PGBACKREST_VERSION}: expected {expected}"
+                        ));
+                    }
+                }
                 if secret {
                     for v in &rendered {
                         if let Some(why) = weak_secret(key, v, min_pass) {
@@ -397,6 +409,14 @@ pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<Stri
         }
     }
     for stanza in stanza_names {
+        if stanza == "global" {
+            errors.push(
+                "stanzas: 'global' is not a stanza: pgBackRest reserves [global] for the options \
+                 of every stanza (put them under global)"
+                    .to_owned(),
+            );
+            continue;
+        }
         if !valid_stanza(stanza) {
             errors.push(format!(
                 "stanzas: '{}' is not a valid stanza name \
@@ -468,6 +488,7 @@ fn check_repositories(sections: &[Section], ctx: &mut Context, errors: &mut Vec<
     let mut warned = BTreeSet::new();
     for (scope, view) in views(sections) {
         let get = |k: &str| view.get(k).and_then(Value::as_str).map(str::to_owned);
+        check_compress_level(&scope, &view, errors);
         // Inserted one by one: collecting into a BTreeSet sorts a Vec first, which brings a
         // std sort instantiation (about 4 KB) into the binary.
         let mut repos = BTreeSet::new();
@@ -526,6 +547,27 @@ fn check_repositories(sections: &[Section], ctx: &mut Context, errors: &mut Vec<
                 errors.push(format!("{scope}: {}=y needs {}=y", r("block"), r("bundle")));
             }
         }
+    }
+}
+
+/// pgBackRest checks `compress-level` against the range of the `compress-type` in effect (gz
+/// by default) only when a command runs: checked here, before the file is written.
+fn check_compress_level(scope: &str, view: &Map<String, Value>, errors: &mut Vec<String>) {
+    let Some(level) = view.get("compress-level").and_then(Value::as_str) else {
+        return;
+    };
+    let kind = view
+        .get("compress-type")
+        .and_then(Value::as_str)
+        .unwrap_or(options::DEFAULT_COMPRESS_TYPE);
+    let (Ok(n), Some((lo, hi))) = (level.parse::<i64>(), options::compress_levels(kind)) else {
+        return;
+    };
+    if n < lo || n > hi {
+        errors.push(format!(
+            "{scope}: compress-level '{level}' is out of range for compress-type={kind} \
+             (pgBackRest {PGBACKREST_VERSION} takes {lo}..{hi})"
+        ));
     }
 }
 
@@ -646,6 +688,8 @@ mod tests {
             "{all}"
         );
         assert!(all.contains("is not a valid stanza name"), "{all}");
+        let errors = check(json!({"stanzas": {"global": {"pg1-path": "/x"}}})).unwrap_err();
+        assert!(errors[0].contains("'global' is not a stanza"), "{errors:?}");
         assert!(all.contains("the key 'a=b' of recovery-option"), "{all}");
         assert!(
             all.contains("command_sections.global:no-such-command"),
@@ -739,6 +783,69 @@ mod tests {
                 "other"
             ]
         );
+    }
+
+    #[test]
+    fn values_outside_the_type_range_or_list_are_refused_naming_option_section_and_value() {
+        let errors = check(json!({
+            "global": {
+                "repo1-retention-full": -1,
+                "log-level-console": "verbose",
+                "buffer-size": "3MiB",
+                "repo1-storage-upload-chunk-size": "5 MB",
+                "archive-timeout": "soon",
+                "repo1-path": "relative",
+                "repo1-cipher-type": "rot13",
+                "process-max": 4
+            },
+            "stanzas": {"main": {"pg1-path": "/a", "pg1-port": 70000}},
+            "command_sections": {"global:backup": {"compress-level-network": 99}}
+        }))
+        .unwrap_err();
+        let all = errors.join("\n");
+        for expected in [
+            "global.repo1-retention-full: '-1' is not a valid value of repo1-retention-full \
+             in [global] for pgBackRest 2.45: expected within 1..9999999",
+            "global.log-level-console: 'verbose' is not a valid value of log-level-console \
+             in [global] for pgBackRest 2.45: expected one of off, error, warn, info, detail, \
+             debug, trace",
+            "global.buffer-size: '3MiB' is not a valid value of buffer-size in [global]",
+            "global.repo1-storage-upload-chunk-size: '5 MB' is not a valid value",
+            "expected a size",
+            "global.archive-timeout: 'soon' is not a valid value of archive-timeout in [global] \
+             for pgBackRest 2.45: expected a time in seconds",
+            "global.repo1-path: 'relative' is not a valid value",
+            "global.repo1-cipher-type: 'rot13'",
+            "stanzas.main.pg1-port: '70000' is not a valid value of pg1-port in [main]",
+            "command_sections.global:backup.compress-level-network: '99' is not a valid value \
+             of compress-level-network in [global:backup]",
+        ] {
+            assert!(all.contains(expected), "{expected}\nnot in\n{all}");
+        }
+        // and repo1-cipher-type=rot13 needs a repo1-cipher-pass, as any cipher but none
+        assert_eq!(errors.len(), 10, "{all}");
+    }
+
+    #[test]
+    fn compress_level_is_checked_against_the_compress_type_in_effect() {
+        let errors = check(json!({
+            "global": {"compress-level": 99, "repo1-path": "/r"},
+            "stanzas": {
+                "zst": {"pg1-path": "/a", "compress-type": "zst", "compress-level": 20},
+                "plain": {"pg1-path": "/b"}
+            }
+        }))
+        .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].contains(
+                "[global] + [plain]: compress-level '99' is out of range for compress-type=gz \
+                 (pgBackRest 2.45 takes -1..9)"
+            ),
+            "{errors:?}"
+        );
+        assert!(check(json!({"global": {"compress-type": "zst", "compress-level": 22}})).is_ok());
+        assert!(check(json!({"global": {"compress-type": "none", "compress-level": 99}})).is_ok());
     }
 
     #[test]

@@ -121,6 +121,11 @@ impl Module for PgbackrestStanza {
                 );
             }
         }
+        // A pgdata that is not there would silently leave the role and the database check to
+        // other means: refused, as pg_role_detect refuses it.
+        if let Some(p) = args.pgdata.as_deref().filter(|p| !p.is_dir()) {
+            anyhow::bail!("pgdata: '{}' is not a directory", p.display());
+        }
         // pgBackRest refuses to run as root with a repository owned by postgres, pg_autoctl refuses
         // root, peer authentication wants the database user: become that user for the whole run.
         RunAs::become_option(args.become_user.as_deref()).map_err(anyhow::Error::msg)?;
