@@ -55,7 +55,13 @@ pub fn parse(row: &[Option<String>]) -> Result<Archiver, String> {
         .filter(|s| s.is_power_of_two())
         .ok_or_else(|| format!("wal_segment_size: unexpected value {:?}", field(8)))?;
     let current_lsn = field(11).as_deref().and_then(parse_lsn);
-    let current_segment = field(12).and_then(|n| Segment::parse(&n, seg_size));
+    // The segment holding the next byte to write: `pg_walfile_name()` names the previous one
+    // when the position is exactly at a segment boundary (just after a switch), so only its
+    // timeline is taken.
+    let current_segment = field(12)
+        .and_then(|n| Segment::parse(&n, seg_size))
+        .zip(current_lsn)
+        .map(|(s, lsn)| Segment::of_lsn(s.tli, lsn, seg_size));
     Ok(Archiver {
         in_recovery: field(0).as_deref() == Some("t"),
         archived_count: int(1).unwrap_or_default(),
@@ -104,6 +110,12 @@ mod tests {
         assert_eq!(a.current_lsn, Some(0xC00_0060));
         assert_eq!(a.current_segment, Some(Segment { tli: 1, number: 12 }));
         assert_eq!(a.archive_timeout, 60);
+        // Just after a switch the position starts segment 13, which pg_walfile_name() does not
+        // name.
+        let mut switched = primary.clone();
+        switched[11] = Some("0/D000000".into());
+        let s = parse(&switched).unwrap();
+        assert_eq!(s.current_segment, Some(Segment { tli: 1, number: 13 }));
         let mut standby = primary.clone();
         standby[0] = Some("t".into());
         standby[11] = None;
