@@ -228,7 +228,7 @@ fn observe(
 /// The repository's newest segment (and its archive id, for the continuity check), or status 99
 /// with a warning when pgBackRest cannot tell: a dead repository is a finding, not a failure.
 fn repo(args: &Args, stanza: &StanzaName, seg_size: u64, ctx: &mut Context, run: &mut Run) -> Repo {
-    match read_repo(args, stanza, seg_size, run) {
+    match read_repo(args, stanza, seg_size, ctx, run) {
         Ok(r) => r,
         Err(e) => {
             let msg = format!("{e:#}");
@@ -260,6 +260,7 @@ fn read_repo(
     args: &Args,
     stanza: &StanzaName,
     seg_size: u64,
+    ctx: &mut Context,
     run: &mut Run,
 ) -> anyhow::Result<Repo> {
     let info = info(args, stanza, run)?;
@@ -279,8 +280,13 @@ fn read_repo(
         &max[..16],
         stanza = stanza.as_str()
     );
-    let listing = list(args, stanza, &dir, false, seg_size, run)?;
-    repo.newest_time = listing.segments.get(&newest).copied();
+    // Without it the newest segment is still known; only the age alert loses its input.
+    match list(args, stanza, &dir, false, seg_size, run) {
+        Ok(listing) => repo.newest_time = listing.segments.get(&newest).copied(),
+        Err(e) => ctx.warn(format!(
+            "when the newest segment was stored is unknown: {e:#}"
+        )),
+    }
     Ok(repo)
 }
 
