@@ -17,8 +17,8 @@ import pytest
 
 from harness import REPO, BackedUpCluster, Cluster, SshServer, free_port, scratch_dir
 
-MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_config", "pgbackrest_info",
-           "pgbackrest_stanza"]
+MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_archive_health", "pgbackrest_config",
+           "pgbackrest_info", "pgbackrest_stanza"]
 
 
 @pytest.fixture(scope="session")
