@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from harness import REPO, BackedUpCluster, as_postgres, repository_copy, run_module, scratch_dir
+from harness import (PGBIN, REPO, BackedUpCluster, Cluster, as_postgres, free_port, repository_copy, run_module,
+                     scratch_dir, write_pgbackrest_config)
 
 STANZA = BackedUpCluster.STANZA
 SAMPLE = re.compile(r"^(veza_archive_\w+)(\{[^}]*\})? (\S+)$", re.M)
@@ -170,6 +171,41 @@ def test_an_unwritable_archive_is_failing_archiving_until_repaired(module_bin, r
     out = health(module_bin, cluster, conf, textfile)
     assert out["archiving_failing"] is False, out
     assert out["behind_segments"] == 0, out
+
+
+def test_continuity_follows_a_promotion_through_the_history_file_to_the_new_timeline(module_bin, textfile):
+    """A standby of a backed-up primary, archiving into the same repository once promoted: the
+    old primary stops, the standby is promoted to timeline 2 (pgBackRest stores 00000002.history
+    and the old timeline's last segment as .partial), and the check reads the history file to
+    expect timeline 1 up to the switch, then timeline 2: nothing missing."""
+    with BackedUpCluster() as b:
+        standby = Cluster(b.base, "standby", free_port()).basebackup_from(b.cluster)
+        conf = b.base / "pgbackrest-standby.conf"
+        write_pgbackrest_config(conf, b.base, b.repo, standby, STANZA)
+        with open(standby.pgdata / "postgresql.conf", "a") as f:
+            f.write(f"archive_command = 'pgbackrest --config={conf} --stanza={STANZA} archive-push %p'\n")
+        standby.start()
+        try:
+            b.cluster.psql("INSERT INTO users (name) VALUES ('before the failover')")
+            b.cluster.stop()
+            as_postgres(PGBIN / "pg_ctl", "-D", standby.pgdata, "-w", "promote")
+            deadline = time.monotonic() + 60
+            while standby.psql("SELECT pg_is_in_recovery()") != "f":
+                assert time.monotonic() < deadline, "the standby was not promoted"
+                time.sleep(0.2)
+            for _ in range(2):
+                standby.psql("INSERT INTO users (name) VALUES ('after the failover')")
+                as_postgres("pgbackrest", f"--config={conf}", f"--stanza={STANZA}", "check")
+            out = health(module_bin, standby, conf, textfile, continuity=True,
+                         login_unix_socket=str(standby.socket_dir), login_port=standby.port)
+        finally:
+            standby.stop()
+    assert out["primary"] is True, out
+    assert out["archiver"]["current_segment"].startswith("00000002"), out
+    cont = out["continuity"]
+    assert cont["missing"] == [], out
+    assert cont["from"].startswith("00000001") and cont["to"].startswith("00000002"), cont
+    assert any("00000002.history" in c and "repo-get" in c for c in out["commands"]), out["commands"]
 
 
 PLAY = """- hosts: db
