@@ -19,8 +19,8 @@ import pytest
 from harness import CANARIES, MONITOR_PASSWORD, REPO, BackedUpCluster, Cluster, SshServer, free_port, scratch_dir
 from lab import Lab
 
-MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_config", "pgbackrest_info",
-           "pgbackrest_stanza"]
+MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_archive_health", "pgbackrest_config",
+           "pgbackrest_info", "pgbackrest_stanza"]
 
 
 # The secret canaries (harness.CANARIES): the wrappers above and in harness scan what modules,

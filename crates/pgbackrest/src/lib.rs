@@ -7,6 +7,7 @@
 //! - [`info`]: one lenient parser of `info --output=json` (status codes, backups, archive ranges).
 //! - [`stanza`]: the stanza name type. [`lock`]: exclusive locks beside pgBackRest's own.
 //! - [`command`]: pgBackRest command lines. [`output`]: readers of `restore` and `verify` output.
+//! - [`wal`]: WAL segment names, LSNs, timeline history files, `repo-ls` listings of the archive.
 
 pub mod command;
 pub mod conf;
@@ -17,6 +18,7 @@ pub mod options;
 mod options_table;
 pub mod output;
 pub mod stanza;
+pub mod wal;
 
 pub use stanza::StanzaName;
 

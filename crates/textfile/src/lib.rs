@@ -1,8 +1,8 @@
 //! The node_exporter textfile-collector format, written one way by every module that reports
-//! metrics (the restore drill, the backups): a metric name's rule, label values escaped as the
-//! Prometheus text format wants, and gauges with their `# HELP` and `# TYPE` lines. Files are
-//! written atomically by the caller (`ansible_module::fs::write_atomic`), so the collector never
-//! reads half of one.
+//! metrics (the restore drill, the backups, WAL archiving): a metric name's rule, label values
+//! escaped as the Prometheus text format wants, and gauges and counters with their `# HELP` and
+//! `# TYPE` lines. Files are written atomically by the caller (`ansible_module::fs::write_atomic`),
+//! so the collector never reads half of one.
 
 use std::fmt::{Display, Write as _};
 
@@ -34,11 +34,33 @@ pub fn gauge<V: Display>(
     help: &str,
     samples: &[(String, V)],
 ) {
+    metric(out, "gauge", prefix, name, help, samples)
+}
+
+/// Append counter `<prefix>_<name>` (a name ending in `_total`), as [`gauge`] does a gauge.
+pub fn counter<V: Display>(
+    out: &mut String,
+    prefix: &str,
+    name: &str,
+    help: &str,
+    samples: &[(String, V)],
+) {
+    metric(out, "counter", prefix, name, help, samples)
+}
+
+fn metric<V: Display>(
+    out: &mut String,
+    kind: &str,
+    prefix: &str,
+    name: &str,
+    help: &str,
+    samples: &[(String, V)],
+) {
     if samples.is_empty() {
         return;
     }
     let _ = writeln!(out, "# HELP {prefix}_{name} {help}");
-    let _ = writeln!(out, "# TYPE {prefix}_{name} gauge");
+    let _ = writeln!(out, "# TYPE {prefix}_{name} {kind}");
     for (labels, value) in samples {
         let _ = writeln!(out, "{prefix}_{name}{{{labels}}} {value}");
     }
@@ -67,6 +89,18 @@ mod tests {
         assert_eq!(
             out,
             "# HELP p_x An x.\n# TYPE p_x gauge\np_x{s=\"a\"} 1.5\n"
+        );
+        out.clear();
+        counter(
+            &mut out,
+            "p",
+            "n_total",
+            "Ns.",
+            &[("s=\"a\"".to_owned(), 3)],
+        );
+        assert_eq!(
+            out,
+            "# HELP p_n_total Ns.\n# TYPE p_n_total counter\np_n_total{s=\"a\"} 3\n"
         );
     }
 }

@@ -2,7 +2,7 @@
 //! the archive: pre-flight, sandbox, verify, the archive listing, restore, start, the wait for
 //! the end of recovery and the end-of-archive proof.
 
-use crate::archive::{self, Listing, Outcome, Segment};
+use crate::archive::{self, Outcome};
 use crate::plan::{Plan, SandboxKind};
 use crate::repo_access::S3Route;
 use crate::run::{drill_err, env_err, rto_exceeded, CheckState, Run, Stop, DRILL_PORT};
@@ -12,6 +12,7 @@ use ansible_module::process::{Cmd, RunAs};
 use anyhow::anyhow;
 use pgbackrest::command::Pgbackrest;
 use pgbackrest::info::{Backup, Info};
+use pgbackrest::wal::{self, Listing, Segment};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -532,7 +533,7 @@ pub fn prove_replay(plan: &Plan, run: &mut Run, sb: &Sandbox) -> Result<(), Stop
     let history = run
         .sql(sb, &db, HISTORY_QUERY)
         .map_err(drill_err("recovery_failed"))?;
-    let history = archive::parse_history(&history);
+    let history = wal::parse_history(&history);
     let Some(last) = history.last() else {
         let msg = anyhow!("the restored instance has no timeline history: it was never promoted");
         run.check("archive", CheckState::Fail, msg.to_string());
