@@ -26,7 +26,7 @@ from test_transport import RESULT_LOG_PLUGIN
 VERSIONS = [line.strip() for line in (REPO / "tests/ansible-core-versions.txt").read_text().splitlines()
             if line.strip() and not line.startswith("#")]
 MODULES = ["pg_role_detect", "pg_alter_system", "pgbackrest_config", "pgbackrest_info",
-           "pgbackrest_stanza", "dr_drill"]
+           "pgbackrest_stanza", "dr_drill", "pgbackrest_archive_health"]
 COLLECTION = "ansible_collections/veza/pgbackrest"
 
 
@@ -125,6 +125,13 @@ def play_text(b, work):
         sandbox: host
         metrics_dir: {work}/metrics
         lock_dir: {work}/lock
+    - name: pgbackrest_archive_health
+      veza.pgbackrest.pgbackrest_archive_health:
+        stanza: {b.STANZA}
+        config: {b.conf}
+        source: sql
+        metrics_dir: {work}/metrics
+        {login}
 """
 
 
@@ -165,6 +172,7 @@ def test_a_play_runs_every_module_on_both_paths_in_check_and_diff_mode(release, 
         assert stanza["name"] == backed_up.STANZA and stanza["status"]["code"] == 0
         assert r("pgbackrest_stanza")["changed"] is False
         assert r("dr_drill")["changed"] is False and "would restore" in r("dr_drill")["msg"]
+        assert r("pgbackrest_archive_health")["primary"] is True
     assert backed_up.cluster.psql("SHOW work_mem") == "4MB", "check mode changed nothing"
     assert not (work / "metrics").exists() or not any((work / "metrics").iterdir())
 

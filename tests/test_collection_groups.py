@@ -63,10 +63,15 @@ def test_module_defaults_of_each_group_reach_every_member(ansible, repo_setup, t
             ("pg_alter_system", {"settings": {"work_mem": "8MB"}}, True),
             ("pg_role_detect", {"source": "sql"}, True),
             ("pgbackrest_stanza", {"stanza": stanza, "config": str(conf), "source": "sql"}, True),
+            ("pgbackrest_archive_health", {"stanza": stanza, "config": str(conf), "source": "sql"},
+             True),
         ],
         "pgbackrest": [
             ("pgbackrest_info", {}, True),
             ("pgbackrest_stanza", {"source": "sql"}, True),
+            ("pgbackrest_archive_health", {"source": "sql", "become_user": "postgres",
+                                           "login_unix_socket": str(cluster.socket_dir),
+                                           "login_port": cluster.port}, True),
             # A real drill (on the host, no Incus): its result has every key a drill returns.
             ("dr_drill", {"sandbox": "host", "metrics_dir": str(tmp_path / "metrics"),
                           "lock_dir": str(tmp_path / "lock"), "checks": ["verify", "dump"]}, False),
@@ -94,9 +99,11 @@ def test_module_defaults_of_each_group_reach_every_member(ansible, repo_setup, t
     assert pg["pg_role_detect"]["role"] == "primary" and pg["pg_role_detect"]["server_version_num"] >= 150000
     assert pg["pg_alter_system"]["changed"] and pg["pg_alter_system"]["queries"], pg["pg_alter_system"]
     assert pg["pgbackrest_stanza"]["role"] == "primary" and pg["pgbackrest_stanza"]["action"] == "none"
+    assert pg["pgbackrest_archive_health"]["primary"] is True, pg["pgbackrest_archive_health"]
     brs = json.loads(open(f"{out}.pgbackrest").read())
     assert brs["pgbackrest_info"]["ok"] and [s["name"] for s in brs["pgbackrest_info"]["stanzas"]] == [stanza]
     assert brs["pgbackrest_stanza"]["action"] == "none"
+    assert brs["pgbackrest_archive_health"]["primary"] is True, brs["pgbackrest_archive_health"]
     assert brs["dr_drill"]["passed"] and brs["dr_drill"]["stanza"] == stanza, brs["dr_drill"].get("msg")
     for results in (pg, brs):
         for m, result in results.items():

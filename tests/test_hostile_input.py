@@ -30,8 +30,8 @@ CIPHER = canary("hostile-cipher")
 PASSWORD = canary("hostile-password")
 NEAR_MISS = canary("hostile-near-miss")
 ROOT_ONLY = CANARIES.register("canary-root-only-content-Pq7", "root-only-file")
-MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_config", "pgbackrest_info",
-           "pgbackrest_stanza"]
+MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_archive_health",
+           "pgbackrest_config", "pgbackrest_info", "pgbackrest_stanza"]
 
 
 def base_args(module):
@@ -48,6 +48,8 @@ def base_args(module):
                                          "repo1-cipher-pass": CIPHER},
                               "stanzas": {"main": {"pg1-path": "{pgdata}"}}},
         "pgbackrest_info": {"stanza": "main", "config": "{conf}", "metrics_dir": "{base}/metrics"},
+        "pgbackrest_archive_health": {"stanza": "main", "config": "{conf}", "source": "sql",
+                                      "metrics_dir": "{base}/metrics", **login},
         "pgbackrest_stanza": {"stanza": "main", "config": "{conf}", "source": "sql", "pgdata": "{pgdata}", **login},
     }[module]
 
