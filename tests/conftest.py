@@ -166,18 +166,29 @@ def drill_image():
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory):
-    """The lab of real hosts (scripts/lab up in a scratch dir), once per session; destroyed at
-    the end whatever happened (test_lab_network.py destroys it itself and checks for leftovers)."""
+def lab_work():
+    """The session's scratch directory for the lab of real hosts (one lab per machine: the lab
+    tests and the molecule scenarios take turns in it); the lab is destroyed at the end."""
     work = Path(tempfile.mkdtemp(prefix="vz-lab-", dir="/tmp"))
-    the_lab = Lab(work, Path("/proc/sys/net/ipv4/ip_forward").read_text().strip())
-    try:
-        up = the_lab.up_result
-        assert up.returncode == 0, f"scripts/lab up failed:\n{up.stderr}"
-        yield the_lab
-    finally:
-        the_lab.destroy()
-        shutil.rmtree(work, ignore_errors=True)
+    yield work
+    subprocess.run([REPO / "scripts" / "lab", "destroy", work / "lab"], capture_output=True)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def lab_dir(lab_work):
+    """The lab's DIR (scripts/lab up DIR)."""
+    return lab_work / "lab"
+
+
+@pytest.fixture(scope="session")
+def lab(lab_work):
+    """The lab of real hosts (scripts/lab up), once per session (test_lab_network.py destroys it
+    itself and checks for leftovers)."""
+    the_lab = Lab(lab_work, Path("/proc/sys/net/ipv4/ip_forward").read_text().strip())
+    up = the_lab.up_result
+    assert up.returncode == 0, f"scripts/lab up failed:\n{up.stderr}"
+    return the_lab
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from harness import REPO
+import yaml
+
+from harness import CANARIES, REPO
 
 LAB = REPO / "scripts" / "lab"
 NAMES = ["vz-lab-monitor", "vz-lab-node1", "vz-lab-node2"]
@@ -17,9 +19,30 @@ INVENTORY = REPO / "playbooks" / "inventories" / "lab-hosts"
 MONITOR_PGDATA = "/var/lib/postgresql/15/monitor"
 
 
+def vault_secrets(inventory):
+    """The values of an inventory's vault.yml, registered as secret canaries: no output of the
+    suite may hold them (this read itself is not scanned: it prints them by design)."""
+    out = subprocess.run(["ansible-vault", "view", "--vault-password-file",
+                          inventory / "vault-password", inventory / "group_vars/all/vault.yml"],
+                         check=True, capture_output=True, text=True).stdout
+    values = list(yaml.safe_load(out).values())
+    assert values and all(len(v) >= 16 for v in values), "the vault holds real-looking secrets"
+    return [CANARIES.register(v, f"vault {inventory.name}") for v in values]
+
+
+#: The lab's secrets (cipher pass, S3 key pair), and the single-machine inventory's cipher pass.
+LAB_SECRETS = vault_secrets(INVENTORY)
+LOCAL_LAB_SECRETS = vault_secrets(REPO / "playbooks" / "inventories" / "lab")
+
+
 def run(*args, check=True, timeout=600, **kw):
-    return subprocess.run([str(a) for a in args], check=check, capture_output=True, text=True,
+    """A command; what it prints is scanned for the secret canaries."""
+    proc = subprocess.run([str(a) for a in args], check=False, capture_output=True, text=True,
                           timeout=timeout, **kw)
+    CANARIES.scan(proc.stdout + proc.stderr, f"lab: {Path(str(args[0])).name}")
+    if check:
+        proc.check_returncode()
+    return proc
 
 
 def incus(*args, check=True):
