@@ -1,7 +1,7 @@
 # Entry points; the scripts do the work and each installs what it needs (scripts/setup).
 .PHONY: demo test collection bench setup clean
 
-demo:        ## the main job on the embedded default: a lab formation on loopback + the playbook
+demo:        ## the main job on the embedded default: the lab of real hosts + the playbook
 	scripts/demo
 
 test:        ## every test (what CI runs)

@@ -190,6 +190,29 @@ def test_sigterm_mid_restore_tears_down(drill, repo_setup, module_bin, drill_ima
     assert_failed(drill, proc.returncode, out, "interrupted")
 
 
+def test_sigterm_while_the_container_is_made_leaves_no_container(drill, repo_setup, module_bin,
+                                                                  drill_image):
+    # The signal stops the incus client, not the server's create or start operation: the
+    # teardown must wait for it to end and delete what it made, not give up on "busy".
+    args = {"stanza": STANZA, "config": str(repo_setup["conf"]), "image": drill_image,
+            "metrics_dir": str(drill.tmp / "metrics"), "lock_dir": str(drill.tmp / "lock")}
+    proc = subprocess.Popen([str(module_bin("dr_drill"))], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdin.write(json.dumps(args))
+    proc.stdin.close()
+    for line in proc.stderr:
+        if "sandbox ..." in line:
+            break
+    time.sleep(0.3)  # into `incus init`
+    proc.send_signal(signal.SIGTERM)
+    out = json.loads(proc.stdout.read())
+    proc.wait(timeout=180)
+    assert out["failed"] and out["reason"] in ("interrupted", "launch_failed"), out
+    # Whatever the server's operation was doing when the drill exited, nothing appears later.
+    time.sleep(5)
+    assert no_container(), out
+
+
 def test_restore_beyond_max_restore_seconds_is_stopped_as_rto_exceeded(drill):
     # One second is less than this restore needs in a container: the restore itself is stopped at
     # the budget (not left to run on), the drill fails with rto_exceeded and still writes metrics.

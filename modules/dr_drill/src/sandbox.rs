@@ -126,14 +126,22 @@ impl Sandbox {
 pub fn destroy(sandbox: &Sandbox, pg_ctl: &str) -> Result<(), String> {
     match sandbox {
         Sandbox::Incus { name, .. } => {
-            let out = Cmd::new("incus")
-                .args(["delete", "--force", name])
-                .output()
-                .map_err(|e| e.to_string())?;
-            if out.success() || out.stderr.contains("not found") {
-                Ok(())
-            } else {
-                Err(format!("incus delete {name}: {}", out.stderr.trim()))
+            // A signal that stopped `incus init` or `incus start` stops the client, not the
+            // server's operation: until it ends the instance is "busy", and a delete given up
+            // then would leave a container that the operation goes on to create or start.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+            loop {
+                let out = Cmd::new("incus")
+                    .args(["delete", "--force", name])
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                if out.success() || out.stderr.contains("not found") {
+                    return Ok(());
+                }
+                if !out.stderr.contains("busy") || std::time::Instant::now() >= deadline {
+                    return Err(format!("incus delete {name}: {}", out.stderr.trim()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(500));
             }
         }
         Sandbox::Host { dir, user } => {
