@@ -145,8 +145,8 @@ def backup_round(lab):
     assert len(after) == len(before) + 1, (before, after)
     # The standby's condition says "not the primary": skipped, not failed.
     rc, props, failed, journal = fire(lab, standby, "pgbackrest-full.service")
-    assert rc == 0 and props["Result"] == "success" and failed != "failed", (standby, props)
-    assert "exec-condition" in journal, journal
+    assert rc == 0 and props["Result"] == "exec-condition" and failed != "failed", (standby, props)
+    assert "Skipped due to 'exec-condition'" in journal, journal
     assert backups(lab, standby) == after, "the standby took no backup"
     # The metrics are the primary's: written after its backup, none from the skip.
     prom = "/var/lib/node_exporter/textfile_collector"
@@ -296,13 +296,15 @@ def test_breaking_the_s3_key_fires_the_backup_and_archiving_alerts_and_repairing
     assert lab_alerts(prom, BREAKAGE_ALERTS) == [], lab_alerts(prom, BREAKAGE_ALERTS)
 
     conf = "/etc/pgbackrest/pgbackrest.conf"
-    wrong = CANARIES.register("VZBROKENCANARY" + os.urandom(4).hex().upper(), "broken S3 key")
+    # Not a canary: pgBackRest itself logs S3's answer to the journal, which quotes an access key
+    # id it does not know (the units run pgBackRest directly; see the known issues).
+    wrong = "VZBROKEN" + os.urandom(6).hex().upper()
     lab.ssh(primary, f"cp -p {conf} {conf}.vz-good && "
                      f"sed -i 's/^repo1-s3-key=.*/repo1-s3-key={wrong}/' {conf}")
     try:
         rc, props, failed, journal = fire(lab, primary, "pgbackrest-full.service")
         assert rc != 0 and failed == "failed", (props, journal)
-        assert_no_secret(journal, [wrong, *lab_secrets()], "the failed backup's journal")
+        assert_no_secret(journal, lab_secrets(), "the failed backup's journal")
         lab.as_postgres(primary, "psql", "-XAtc",
                         "INSERT INTO users VALUES (100000 + (random() * 1e6)::int, 'broken') "
                         "ON CONFLICT DO NOTHING; SELECT pg_switch_wal()")
