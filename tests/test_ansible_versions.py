@@ -26,7 +26,8 @@ from test_transport import RESULT_LOG_PLUGIN
 VERSIONS = [line.strip() for line in (REPO / "tests/ansible-core-versions.txt").read_text().splitlines()
             if line.strip() and not line.startswith("#")]
 MODULES = ["pg_role_detect", "pg_alter_system", "pgbackrest_config", "pgbackrest_info",
-           "pgbackrest_stanza", "dr_drill", "pgbackrest_archive_health"]
+           "pgbackrest_stanza", "dr_drill", "pgbackrest_archive_health",
+           "pgbackrest_schedule"]
 COLLECTION = "ansible_collections/veza/pgbackrest"
 
 

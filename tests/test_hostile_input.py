@@ -31,7 +31,7 @@ PASSWORD = canary("hostile-password")
 NEAR_MISS = canary("hostile-near-miss")
 ROOT_ONLY = CANARIES.register("canary-root-only-content-Pq7", "root-only-file")
 MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_archive_health",
-           "pgbackrest_config", "pgbackrest_info", "pgbackrest_stanza"]
+           "pgbackrest_config", "pgbackrest_info", "pgbackrest_schedule", "pgbackrest_stanza"]
 
 
 def base_args(module):
