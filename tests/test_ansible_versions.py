@@ -133,6 +133,17 @@ def play_text(b, work):
         source: sql
         metrics_dir: {work}/metrics
         {login}
+    - name: pgbackrest_schedule
+      veza.pgbackrest.pgbackrest_schedule:
+        manage_services: false
+        systemd_dir: {work}/{{{{ inventory_hostname }}}}/units
+        units:
+          - name: vz-versions.timer
+            content: "[Timer]\\nOnCalendar=daily\\n"
+        # A build from the target's cache needs the fast path (the action plugin names it).
+        files: "{{{{ [{{'path': '{work}/' ~ inventory_hostname ~ '/bin/pg_role_detect',
+                        'src_build': 'pg_role_detect', 'mode': '0755'}}]
+                    if inventory_hostname == 'fast' else [] }}}}"
 """
 
 
@@ -174,6 +185,12 @@ def test_a_play_runs_every_module_on_both_paths_in_check_and_diff_mode(release, 
         assert r("pgbackrest_stanza")["changed"] is False
         assert r("dr_drill")["changed"] is False and "would restore" in r("dr_drill")["msg"]
         assert r("pgbackrest_archive_health")["primary"] is True
+        assert r("pgbackrest_schedule")["changed"] is True
+        diffs = r("pgbackrest_schedule")["diff"]
+        assert "OnCalendar=daily" in diffs[-1]["after"]
+        assert not (work / host / "units").exists()
+    fast = results[("fast", "pgbackrest_schedule")]
+    assert fast["diff"][0]["after"].startswith("build pg_role_detect: "), fast
     assert backed_up.cluster.psql("SHOW work_mem") == "4MB", "check mode changed nothing"
     assert not (work / "metrics").exists() or not any((work / "metrics").iterdir())
 

@@ -244,7 +244,7 @@ def test_state_absent_stops_disables_and_removes(box):
     assert result["changed"] is True, result
     assert mutating(result) == [f"systemctl stop {TIMER}", f"systemctl disable {TIMER}",
                                 "systemctl daemon-reload"], result["commands"]
-    assert box.out(f"ls {SYSTEMD} /opt/vz-sched | grep vz-sched || true") == ""
+    assert box.out(f"ls -A /opt/vz-sched; find {SYSTEMD} -name 'vz-sched-*'") == ""
     assert TIMER not in box.out("systemctl list-timers --all --no-pager")
     assert box.out(f"systemctl is-enabled {TIMER} 2>&1; systemctl is-active {TIMER}").splitlines()[-1] == "inactive"
     again = box.ok({"state": "absent", "units": units, "files": files})
@@ -288,6 +288,7 @@ def test_through_the_action_plugin_a_missing_build_is_uploaded_to_the_cache_once
             mode: "0755"
       register: second
     - name: Keep the results
+      delegate_to: localhost
       ansible.builtin.copy:
         content: "{{{{ [first, second] | to_json }}}}"
         dest: {out}
