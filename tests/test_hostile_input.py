@@ -269,6 +269,12 @@ HAND = [
      {"files": [{"path": "{base}/cfg/x", "src_build": "pg_role_detect", "sha256": "abc"}]}, ["files[0].sha256", "abc"]),
     ("sched-file-is-a-unit", "pgbackrest_schedule",
      {"files": [{"path": "{base}/cfg/units/vz-hostile.timer", "content": ""}]}, ["files[0].path", "vz-hostile.timer"]),
+    ("sched-directory-symlink-by-postgres", "pgbackrest_schedule", {"directories": [{"path": "{base}/hostile/pg-owned/pgbackrest.conf"}]},
+     ["directories[0]", "pgbackrest.conf", "symbolic link"]),
+    ("sched-directory-is-a-file", "pgbackrest_schedule", {"directories": [{"path": "{conf}"}]},
+     ["directories[0]", "pgbackrest.conf", "not a directory"]),
+    ("sched-directory-mode-1777", "pgbackrest_schedule", {"directories": [{"path": "{base}/cfg/d", "mode": "1777"}]},
+     ["directories[0].mode", "1777"]),
     ("sched-systemd-dir-relative", "pgbackrest_schedule", {"systemd_dir": "rel/units"}, ["systemd_dir", "rel/units"]),
     # An internal flag that is no boolean: read as false, it would turn a check into a real run.
     *[(f"{m}-check-mode-not-bool", m, {"_ansible_check_mode": "perhaps"}, ["_ansible_check_mode", "perhaps"])

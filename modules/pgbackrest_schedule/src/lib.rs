@@ -43,6 +43,8 @@ ansible_module::options! {
         units: Option<Vec<Value>> = list(Elem::Dict).default(json!([])),
         /// `files`
         files: Option<Vec<Value>> = list(Elem::Dict).default(json!([])),
+        /// `directories`
+        directories: Option<Vec<Value>> = list(Elem::Dict).default(json!([])),
         /// `state`
         state: State = str().choices(State::NAMES).default("present"),
         /// `systemd_dir`
@@ -94,6 +96,13 @@ impl Module for PgbackrestSchedule {
         let systemd_dir = wanted::absolute("systemd_dir", &dir)?;
         let units = wanted::units(args.units.as_deref().unwrap_or_default(), present)?;
         let files = wanted::files(args.files.as_deref().unwrap_or_default(), present)?;
+        let dirs = wanted::directories(args.directories.as_deref().unwrap_or_default())?;
+        // Directories are created and given their attributes, never removed.
+        let dirs = if present { dirs } else { Vec::new() };
+        let dir_plans = dirs
+            .iter()
+            .map(|d| Ok((d, dir_state(d)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
 
         let mut entries = Vec::new();
         let mut missing = Vec::new();
@@ -167,7 +176,9 @@ impl Module for PgbackrestSchedule {
             changed: changes.iter().any(Change::any),
             created_directories: Vec::new(),
             unit_states: Vec::new(),
+            dirs: Vec::new(),
         };
+        run.directories(&dir_plans)?;
 
         if present {
             run.present(&args, &entries, &changes, &units)?;
@@ -185,9 +196,79 @@ struct Run {
     created_directories: Vec<String>,
     /// Per unit: (enabled, active) after the run, `None` where not managed.
     unit_states: Vec<(Option<bool>, Option<bool>)>,
+    /// Per directory: (path, changed) and the diff of its attributes.
+    dirs: Vec<(Value, Option<Diff>)>,
+}
+
+/// A directory's owner, group and mode now (`None`: missing); a link or anything but a
+/// directory at its path is refused.
+fn dir_state(d: &wanted::Directory) -> anyhow::Result<Option<FileState>> {
+    use std::os::unix::fs::MetadataExt as _;
+    match std::fs::symlink_metadata(&d.path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow!("{}: reading {}: {e}", d.label, d.path.display())),
+        Ok(m) if m.file_type().is_symlink() => Err(anyhow!(
+            "{}: {} is a symbolic link: refusing to follow it",
+            d.label,
+            d.path.display()
+        )),
+        Ok(m) if !m.is_dir() => Err(anyhow!(
+            "{}: {} is not a directory",
+            d.label,
+            d.path.display()
+        )),
+        Ok(m) => Ok(Some(FileState {
+            contents: Vec::new(),
+            uid: m.uid(),
+            gid: m.gid(),
+            mode: m.mode() & 0o7777,
+        })),
+    }
 }
 
 impl Run {
+    /// Create the missing directories and give each its owner, group and mode.
+    fn directories(
+        &mut self,
+        plans: &[(&wanted::Directory, Option<FileState>)],
+    ) -> anyhow::Result<()> {
+        let check = self.systemctl.check_mode;
+        for (d, current) in plans {
+            let attrs = Attrs {
+                owner: Some(d.owner.clone()),
+                group: Some(d.group.clone()),
+                mode: Some(d.mode),
+            };
+            let path = d.path.display().to_string();
+            let change = match current {
+                None => true,
+                Some(cur) => {
+                    ansible_module::fs::plan(Some(cur), &[], &attrs)
+                        .map_err(|e| anyhow!("{}: {e}", d.label))?
+                        .attributes
+                }
+            };
+            if !check && change {
+                if current.is_none() {
+                    create_dir(&d.path)?;
+                }
+                ansible_module::fs::set_attrs(&d.path, &attrs)
+                    .map_err(|e| anyhow!("{}: {e}", d.label))?;
+            }
+            if current.is_none() {
+                self.created_directories.push(path.clone());
+            }
+            let diff = match current {
+                Some(cur) if change => Some(attributes_diff(&path, cur, &attrs)),
+                _ => None,
+            };
+            self.changed |= change;
+            self.dirs
+                .push((json!({"path": path, "changed": change}), diff));
+        }
+        Ok(())
+    }
+
     fn present(
         &mut self,
         args: &Args,
@@ -324,6 +405,11 @@ impl Run {
         present: bool,
     ) -> Response {
         let mut diffs = Vec::new();
+        let mut directories = Vec::new();
+        for (item, diff) in self.dirs {
+            directories.push(item);
+            diffs.extend(diff);
+        }
         let mut units = Vec::new();
         let mut files = Vec::new();
         let mut states = self.unit_states.iter();
@@ -384,6 +470,7 @@ impl Run {
             .msg(msg)
             .field("units", units)
             .field("files", files)
+            .field("directories", directories)
             .field("daemon_reload", reloaded)
             .field("created_directories", self.created_directories)
             .field("commands", self.systemctl.commands)

@@ -288,6 +288,56 @@ pub fn files(items: &[Value], present: bool) -> anyhow::Result<Vec<File>> {
     Ok(out)
 }
 
+/// One directory the services write to (a textfile-collector directory, say).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directory {
+    /// `directories[i]`, for messages.
+    pub label: String,
+    /// Absolute path.
+    pub path: PathBuf,
+    /// Mode bits.
+    pub mode: u32,
+    /// Owner name or uid.
+    pub owner: String,
+    /// Group name or gid.
+    pub group: String,
+}
+
+/// The `directories` option.
+pub fn directories(items: &[Value]) -> anyhow::Result<Vec<Directory>> {
+    let mut out: Vec<Directory> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let label = format!("directories[{i}]");
+        let map = entry(&label, item, &["path", "mode", "owner", "group"])?;
+        let path = clean(
+            &label,
+            "path",
+            map.get("path").unwrap_or(&Value::Null),
+            false,
+        )?;
+        let path = absolute(&format!("{label}.path"), path)?;
+        if let Some(other) = out.iter().find(|d| d.path == path) {
+            bail!(
+                "{label}.path: '{}' is given twice (also {})",
+                path.display(),
+                other.label
+            );
+        }
+        let mode = match map.get("mode").filter(|v| !v.is_null()) {
+            Some(v) => mode(&label, v)?,
+            None => 0o755,
+        };
+        out.push(Directory {
+            path,
+            mode,
+            owner: owner(&label, map, "owner")?,
+            group: owner(&label, map, "group")?,
+            label,
+        });
+    }
+    Ok(out)
+}
+
 fn build(label: &str, name: &Value, sha256: Option<&Value>) -> anyhow::Result<Source> {
     let name = clean(label, "src_build", name, false)?;
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {

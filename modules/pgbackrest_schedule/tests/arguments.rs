@@ -25,6 +25,8 @@ proptest! {
                 let _ = pgbackrest_schedule::wanted::files(
                     args.files.as_deref().unwrap_or_default(), present);
             }
+            let _ = pgbackrest_schedule::wanted::directories(
+                args.directories.as_deref().unwrap_or_default());
         }
     }
 
@@ -36,5 +38,6 @@ proptest! {
             let _ = pgbackrest_schedule::wanted::units(&entries, present);
             let _ = pgbackrest_schedule::wanted::files(&entries, present);
         }
+        let _ = pgbackrest_schedule::wanted::directories(&entries);
     }
 }

@@ -226,3 +226,44 @@ fn sidecar_docs_match_the_spec() {
         &pgbackrest_schedule::PgbackrestSchedule::spec(),
     );
 }
+
+#[test]
+fn a_directory_is_created_then_its_mode_is_kept_and_a_link_refused() {
+    let dir = Scratch::new("dirs");
+    let metrics = dir.0.join("var/metrics");
+    let args = |extra: Value| {
+        let mut a = json!({"manage_services": false, "systemd_dir": dir.0.join("units"),
+                           "directories": [{"path": metrics, "mode": "0775", "group": id("-g")}]});
+        a.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        a
+    };
+    let check = ok(args(json!({"_ansible_check_mode": true})));
+    assert_eq!(check["changed"], true, "{check}");
+    assert!(dir.tree().is_empty(), "{:?}", dir.tree());
+    let first = ok(args(json!({})));
+    assert_eq!(first["directories"][0]["changed"], true, "{first}");
+    assert_eq!(std::fs::metadata(&metrics).unwrap().mode() & 0o7777, 0o775);
+    assert_eq!(ok(args(json!({})))["changed"], false);
+    std::fs::set_permissions(
+        &metrics,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let fixed = ok(args(json!({"_ansible_diff": true})));
+    assert_eq!(fixed["changed"], true, "{fixed}");
+    assert!(fixed["diff"][0]["before"]
+        .as_str()
+        .unwrap()
+        .contains("mode: '0700'"));
+    assert_eq!(std::fs::metadata(&metrics).unwrap().mode() & 0o7777, 0o775);
+    std::fs::remove_dir(&metrics).unwrap();
+    std::os::unix::fs::symlink(&dir.0, &metrics).unwrap();
+    let (code, out) = run(args(json!({})));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out["msg"].as_str().unwrap().starts_with("directories[0]: "),
+        "{out}"
+    );
+}
