@@ -29,10 +29,13 @@ def test_antsibull_docs_lint_passes_on_the_installed_collection(collections_path
 
 def test_ansible_lint_production_profile_finds_nothing(collections_path):
     """Roles, playbooks, molecule, the benchmark's legacy play, the collection's metadata: with the
-    collection's own modules and roles resolved from the installed tarball and the lab vault
+    collection's own modules and roles resolved from the installed tarball and the labs' vaults
     readable (its password is committed: it is a lab)."""
     env = {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collections_path),
-           "ANSIBLE_VAULT_PASSWORD_FILE": str(REPO / "playbooks/inventories/lab/vault-password"),
+           # Both lab inventories' vaults (their passwords are committed: they are labs).
+           "ANSIBLE_VAULT_IDENTITY_LIST": ",".join(
+               f"{name}@{REPO / 'playbooks/inventories' / name / 'vault-password'}"
+               for name in ("lab", "lab-hosts")),
            "NO_COLOR": "1"}
     proc = subprocess.run(["ansible-lint", "--nocolor", "-f", "pep8"], cwd=REPO, env=env,
                           capture_output=True, text=True)

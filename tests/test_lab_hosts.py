@@ -15,11 +15,13 @@ import re
 import shutil
 import subprocess
 import time
+from datetime import datetime
 
 import pytest
 
-from harness import CANARIES, REPO
-from lab import INVENTORY, LAB_SECRETS, MONITOR_PGDATA, NODES, run
+from harness import CANARIES, REPO, PrometheusServer, scratch_dir
+from lab import ADDR, INVENTORY, LAB_SECRETS, MONITOR_PGDATA, NODES, run
+from test_dr_drill_monitoring import shortened_rules
 
 VAULT_PASSWORD = INVENTORY / "vault-password"
 
@@ -185,7 +187,8 @@ def test_the_drill_restores_from_the_bucket(lab, converged, drill_image):
     assert_no_secret(out, lab_secrets(), "the drill's output")
     metrics = (lab.dir / "drillhost" / "textfile_collector").glob("*.prom")
     text = "".join(p.read_text() for p in metrics)
-    assert re.search(r'^veza_backup_drill_success\{[^}]*\} 1$', text, re.M), text
+    assert re.search(r'^veza_backup_drill_last_success\{[^}]*\} 1$', text, re.M), text
+    assert re.search(r'^veza_backup_drill_check_success\{[^}]*check="checksums"\} 1$', text, re.M)
     assert_no_secret(text, lab_secrets(), "the drill's metrics")
     # The ephemeral container is gone.
     names = run("incus", "list", "-f", "csv", "-c", "n").stdout.split()
@@ -215,9 +218,130 @@ def test_a_drill_with_a_wrong_s3_key_fails_without_any_key_in_its_output(lab, co
     out = proc.stdout + proc.stderr
     result = json.loads(proc.stdout)
     assert result.get("failed") is True, out[-3000:]
-    # The repository could not be read: the key is wrong, and the message says so without it.
-    assert "InvalidAccessKeyId" in out or "403" in out, out[-3000:]
+    # The repository could not be read: the key is wrong, and the message says so (S3's answer,
+    # which quotes the key) without the key.
+    assert result["reason"] == "repo_unreadable", result
+    assert "InvalidAccessKeyId" in result["msg"], result["msg"]
+    assert "********" in result["msg"], result["msg"]
     assert_no_secret(out, [wrong_key, *lab_secrets()], "the wrong-key drill's output")
     text = "".join(p.read_text() for p in (tmp_path / "metrics").glob("*.prom"))
-    assert re.search(r'^veza_backup_drill_success\{[^}]*\} 0$', text, re.M), text
+    assert re.search(r'^veza_backup_drill_last_success\{[^}]*\} 0$', text, re.M), text
     assert_no_secret(text, [wrong_key, *lab_secrets()], "the wrong-key drill's metrics")
+
+
+def lab_alerts(prom, names):
+    """Active alerts among `names`: [(alertname, instance, state)]."""
+    return sorted((a["labels"]["alertname"], a["labels"].get("instance"), a["state"])
+                  for a in prom.alerts() if a["labels"]["alertname"] in names)
+
+
+BREAKAGE_ALERTS = {"ArchiveFailing", "ArchiveBehind", "ArchiveGap", "ArchiveNoPrimary",
+                   "BackupServiceFailed", "BackupStatusNotOk", "BackupHasErrors"}
+
+
+@pytest.fixture(scope="module")
+def lab_monitoring(lab, converged):
+    """Debian's node_exporter in each data node (the host's binary pushed in, run by systemd as a
+    transient unit with the textfile and systemd collectors, on the node's bridge address), and
+    Prometheus on this machine scraping both over the bridge, with the collection's rules (their
+    `for:` shortened as in test_dr_drill_monitoring.py)."""
+    assert converged[0] == 0
+    work = scratch_dir("vz-labmon-")
+    targets = []
+    for host, addr in ((n, ADDR[n]) for n in NODES):
+        run("incus", "file", "push", "/usr/bin/prometheus-node-exporter",
+            f"{host}/usr/local/bin/node_exporter", "--mode", "0755")
+        lab.ssh(host, "systemctl stop vz-node-exporter 2>/dev/null; systemctl reset-failed "
+                      "vz-node-exporter 2>/dev/null; systemd-run --unit=vz-node-exporter "
+                      f"/usr/local/bin/node_exporter --web.listen-address={addr}:9100 "
+                      "--collector.disable-defaults --collector.textfile "
+                      "--collector.textfile.directory=/var/lib/node_exporter/textfile_collector "
+                      "--collector.systemd '--collector.systemd.unit-include=pgbackrest-.+' "
+                      "--web.disable-exporter-metrics")
+        targets.append(f"{addr}:9100")
+    rules = work / "veza_backup.rules.yml"
+    shortened_rules(rules)
+    try:
+        with PrometheusServer(work / "prometheus", targets, [rules]) as prom:
+            yield prom
+    finally:
+        for host in NODES:
+            lab.ssh(host, "systemctl stop vz-node-exporter", check=False)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_breaking_the_s3_key_fires_the_backup_and_archiving_alerts_and_repairing_resolves(
+        lab, lab_monitoring):
+    """Through real node_exporters (textfile and systemd collectors, systemd as PID 1) and
+    Prometheus: a healthy formation raises none of the breakage alerts; a wrong S3 key on the
+    primary makes its backup unit fail (BackupServiceFailed) and its WAL archiving fail
+    (ArchiveFailing), on the primary only; the key put back and the backup run again, both
+    resolve."""
+    prom = lab_monitoring
+    primary, standby = primary_and_standby(lab)
+
+    def collect():
+        for host in NODES:
+            lab.ssh(host, "systemctl start pgbackrest-archive-health.service")
+
+    def scraped():
+        got = {r["metric"]["instance"]: r["value"][1]
+               for r in prom.query('veza_archive_primary{stanza="main"}')}
+        return got == {f"{ADDR[primary]}:9100": "1", f"{ADDR[standby]}:9100": "0"}
+    lab_poll("both nodes' archiving health scraped", scraped, between=collect)
+    units = prom.query('node_systemd_unit_state{name="pgbackrest-full.service",state="failed"}')
+    assert len(units) == 2 and all(u["value"][1] == "0" for u in units), units
+    seen = time.time()
+    lab_poll("an evaluation after the data arrived", lambda: lab_evaluated_since(prom, seen))
+    assert lab_alerts(prom, BREAKAGE_ALERTS) == [], lab_alerts(prom, BREAKAGE_ALERTS)
+
+    conf = "/etc/pgbackrest/pgbackrest.conf"
+    wrong = CANARIES.register("VZBROKENCANARY" + os.urandom(4).hex().upper(), "broken S3 key")
+    lab.ssh(primary, f"cp -p {conf} {conf}.vz-good && "
+                     f"sed -i 's/^repo1-s3-key=.*/repo1-s3-key={wrong}/' {conf}")
+    try:
+        rc, props, failed, journal = fire(lab, primary, "pgbackrest-full.service")
+        assert rc != 0 and failed == "failed", (props, journal)
+        assert_no_secret(journal, [wrong, *lab_secrets()], "the failed backup's journal")
+        lab.as_postgres(primary, "psql", "-XAtc",
+                        "INSERT INTO users VALUES (100000 + (random() * 1e6)::int, 'broken') "
+                        "ON CONFLICT DO NOTHING; SELECT pg_switch_wal()")
+
+        def fired():
+            got = [a for a in lab_alerts(prom, {"ArchiveFailing", "BackupServiceFailed"})
+                   if a[2] == "firing"]
+            return got if len(got) == 2 else None
+        got = lab_poll("ArchiveFailing and BackupServiceFailed firing", fired, between=collect)
+        assert got == [("ArchiveFailing", f"{ADDR[primary]}:9100", "firing"),
+                       ("BackupServiceFailed", f"{ADDR[primary]}:9100", "firing")], got
+    finally:
+        lab.ssh(primary, f"mv -f {conf}.vz-good {conf}")
+    rc, props, failed, journal = fire(lab, primary, "pgbackrest-full.service")
+    assert rc == 0 and props["Result"] == "success", (props, journal)
+    # A new segment wakes the archiver, which pushes what failed before it.
+    lab.as_postgres(primary, "psql", "-XAtc", "SELECT pg_switch_wal()")
+
+    def resolved():
+        return not lab_alerts(prom, {"ArchiveFailing", "BackupServiceFailed"}) and \
+            not prom.query('ALERTS{alertname=~"ArchiveFailing|BackupServiceFailed"}')
+    lab_poll("both alerts resolved", resolved, between=collect)
+    assert not [a for a in lab_alerts(prom, BREAKAGE_ALERTS) if a[1] == f"{ADDR[standby]}:9100"]
+
+
+def lab_poll(what, probe, between=None, wait=180):
+    deadline = time.monotonic() + wait
+    while True:
+        if between:
+            between()
+        last = probe()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {wait} s (last: {last!r})")
+        time.sleep(1)
+
+
+def lab_evaluated_since(prom, moment):
+    group, = [g for g in prom.api("rules")["groups"] if g["name"] == "veza_backup"]
+    last = datetime.fromisoformat(group["lastEvaluation"][:26].rstrip("Z") + "+00:00").timestamp()
+    return last > moment + 3

@@ -78,7 +78,9 @@ function verifySigV4({ accessKeyId, secretAccessKey, region }) {
     if (!m) throw new S3Error('AccessDenied', 'Access Denied: a SigV4 Authorization header is required');
     const [, keyId, date, scopeRegion, service, signedHeaders, signature] = m;
     if (keyId !== accessKeyId) {
-      throw new S3Error('InvalidAccessKeyId', 'The AWS Access Key Id you provided does not exist in our records.');
+      // As S3 answers it: the key it does not know is quoted back.
+      throw new S3Error('InvalidAccessKeyId', 'The AWS Access Key Id you provided does not exist in our records.',
+        { AWSAccessKeyId: keyId });
     }
     if (scopeRegion !== region || service !== 's3') {
       throw new S3Error('AuthorizationHeaderMalformed',

@@ -139,8 +139,21 @@ fn choose_backup(plan: &Plan, info: &Info) -> Result<Backup, Stop> {
         ),
     };
     if !reason.is_empty() {
+        // Each repository's own status says why (pgBackRest's error, as S3 answered it: it may
+        // quote the access key, which the output scrubs like every secret of the configuration).
+        let repos: Vec<String> = status
+            .repos
+            .iter()
+            .filter(|r| r.code != 0)
+            .map(|r| format!("repo{}: {}", r.key, r.message.trim()))
+            .collect();
+        let why = if repos.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", repos.join("; "))
+        };
         let msg = anyhow!(
-            "{what}: pgbackrest info status {} ({})",
+            "{what}: pgbackrest info status {} ({}){why}",
             status.code,
             status.message
         );
