@@ -66,10 +66,10 @@ def archive_alerts(prom):
             if a["labels"]["alertname"].startswith("Archive")]
 
 
-def poll(what, probe, between=None):
+def poll(what, probe, between=None, wait=WAIT):
     """Call `between` (when given) then `probe` until `probe` returns something true, for at most
-    WAIT seconds."""
-    deadline = time.monotonic() + WAIT
+    `wait` seconds."""
+    deadline = time.monotonic() + wait
     while True:
         if between:
             between()
@@ -77,7 +77,7 @@ def poll(what, probe, between=None):
         if last:
             return last
         if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {WAIT} s (last: {last!r})")
+            pytest.fail(f"{what}: not within {wait} s (last: {last!r})")
         time.sleep(0.5)
 
 

@@ -15,12 +15,12 @@ import re
 import shutil
 import subprocess
 import time
-from datetime import datetime
 
 import pytest
 
 from harness import CANARIES, REPO, PrometheusServer, scratch_dir
 from lab import ADDR, INVENTORY, LAB_SECRETS, MONITOR_PGDATA, NODES, run
+from test_archive_monitoring import evaluated_since, poll
 from test_dr_drill_monitoring import shortened_rules
 
 VAULT_PASSWORD = INVENTORY / "vault-password"
@@ -288,11 +288,11 @@ def test_breaking_the_s3_key_fires_the_backup_and_archiving_alerts_and_repairing
         got = {r["metric"]["instance"]: r["value"][1]
                for r in prom.query('veza_archive_primary{stanza="main"}')}
         return got == {f"{ADDR[primary]}:9100": "1", f"{ADDR[standby]}:9100": "0"}
-    lab_poll("both nodes' archiving health scraped", scraped, between=collect)
+    poll("both nodes' archiving health scraped", scraped, between=collect, wait=180)
     units = prom.query('node_systemd_unit_state{name="pgbackrest-full.service",state="failed"}')
     assert len(units) == 2 and all(u["value"][1] == "0" for u in units), units
     seen = time.time()
-    lab_poll("an evaluation after the data arrived", lambda: lab_evaluated_since(prom, seen))
+    poll("an evaluation after the data arrived", lambda: evaluated_since(prom, seen), wait=180)
     assert lab_alerts(prom, BREAKAGE_ALERTS) == [], lab_alerts(prom, BREAKAGE_ALERTS)
 
     conf = "/etc/pgbackrest/pgbackrest.conf"
@@ -311,7 +311,7 @@ def test_breaking_the_s3_key_fires_the_backup_and_archiving_alerts_and_repairing
             got = [a for a in lab_alerts(prom, {"ArchiveFailing", "BackupServiceFailed"})
                    if a[2] == "firing"]
             return got if len(got) == 2 else None
-        got = lab_poll("ArchiveFailing and BackupServiceFailed firing", fired, between=collect)
+        got = poll("ArchiveFailing and BackupServiceFailed firing", fired, between=collect, wait=180)
         assert got == [("ArchiveFailing", f"{ADDR[primary]}:9100", "firing"),
                        ("BackupServiceFailed", f"{ADDR[primary]}:9100", "firing")], got
     finally:
@@ -324,24 +324,5 @@ def test_breaking_the_s3_key_fires_the_backup_and_archiving_alerts_and_repairing
     def resolved():
         return not lab_alerts(prom, {"ArchiveFailing", "BackupServiceFailed"}) and \
             not prom.query('ALERTS{alertname=~"ArchiveFailing|BackupServiceFailed"}')
-    lab_poll("both alerts resolved", resolved, between=collect)
+    poll("both alerts resolved", resolved, between=collect, wait=240)
     assert not [a for a in lab_alerts(prom, BREAKAGE_ALERTS) if a[1] == f"{ADDR[standby]}:9100"]
-
-
-def lab_poll(what, probe, between=None, wait=180):
-    deadline = time.monotonic() + wait
-    while True:
-        if between:
-            between()
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {wait} s (last: {last!r})")
-        time.sleep(1)
-
-
-def lab_evaluated_since(prom, moment):
-    group, = [g for g in prom.api("rules")["groups"] if g["name"] == "veza_backup"]
-    last = datetime.fromisoformat(group["lastEvaluation"][:26].rstrip("Z") + "+00:00").timestamp()
-    return last > moment + 3

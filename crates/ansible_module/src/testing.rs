@@ -161,3 +161,26 @@ pub fn validated<M: crate::Module>(
     let valid = M::spec().validate(raw, M::NAME)?;
     serde_json::from_value(Value::Object(valid)).map_err(|e| e.to_string())
 }
+
+/// The property every module's `tests/arguments.rs` states: 300 arbitrary argument objects
+/// ([`arguments`]) through `M`'s validation, and `check` (the module's own checks that need no
+/// system) with each that passes; each is refused or accepted, never a panic. A panic fails the
+/// calling test with the (shrunk) input.
+pub fn arguments_never_panic<M: crate::Module>(check: impl Fn(M::Args)) {
+    use proptest::test_runner::{Config, TestRunner};
+    // Modest: the whole property run stays well under a second.
+    let mut runner = TestRunner::new(Config {
+        cases: 300,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let outcome = runner.run(&arguments(&M::spec()), |raw| {
+        if let Ok(args) = validated::<M>(&raw) {
+            check(args);
+        }
+        Ok(())
+    });
+    if let Err(e) = outcome {
+        panic!("{}: {e}", M::NAME);
+    }
+}
