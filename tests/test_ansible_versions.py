@@ -140,10 +140,11 @@ def play_text(b, work):
         units:
           - name: vz-versions.timer
             content: "[Timer]\\nOnCalendar=daily\\n"
-        # A build from the target's cache needs the fast path (the action plugin names it).
-        files: "{{{{ [{{'path': '{work}/' ~ inventory_hostname ~ '/bin/pg_role_detect',
-                        'src_build': 'pg_role_detect', 'mode': '0755'}}]
-                    if inventory_hostname == 'fast' else [] }}}}"
+        # From the target's cache on the fast path, from the task's upload on the normal one.
+        files:
+          - path: {work}/{{{{ inventory_hostname }}}}/bin/pg_role_detect
+            src_build: pg_role_detect
+            mode: "0755"
 """
 
 
@@ -189,8 +190,7 @@ def test_a_play_runs_every_module_on_both_paths_in_check_and_diff_mode(release, 
         diffs = r("pgbackrest_schedule")["diff"]
         assert "OnCalendar=daily" in diffs[-1]["after"]
         assert not (work / host / "units").exists()
-    fast = results[("fast", "pgbackrest_schedule")]
-    assert fast["diff"][0]["after"].startswith("build pg_role_detect: "), fast
+        assert diffs[0]["after"].startswith("build pg_role_detect: "), diffs
     assert backed_up.cluster.psql("SHOW work_mem") == "4MB", "check mode changed nothing"
     assert not (work / "metrics").exists() or not any((work / "metrics").iterdir())
 

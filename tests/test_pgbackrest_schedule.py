@@ -9,7 +9,8 @@ reloads once for a changed unit (and systemd then has the new calendar), stops, 
 removes with state absent, refuses a link planted at a unit path and a bad option value, and
 installs a build from the transport's cache on the target (or reports it missing, changing
 nothing). A last test runs it through ansible-playbook over the loopback sshd, files only, where
-the action plugin uploads the missing build into the cache itself.
+the action plugin uploads the missing build into the cache itself (and, on Ansible's own path,
+with the task).
 """
 
 import hashlib
@@ -287,18 +288,31 @@ def test_through_the_action_plugin_a_missing_build_is_uploaded_to_the_cache_once
             src_build: pg_role_detect
             mode: "0755"
       register: second
+    - name: On Ansible's own path, the build comes with the task
+      veza.pgbackrest.pgbackrest_schedule:
+        manage_services: false
+        systemd_dir: {tmp_path}/units
+        files:
+          - path: {tmp_path}/normal/pg_role_detect
+            src_build: pg_role_detect
+            mode: "0755"
+      vars:
+        veza_pgbackrest_fast_path: false
+      register: third
     - name: Keep the results
       delegate_to: localhost
       ansible.builtin.copy:
-        content: "{{{{ [first, second] | to_json }}}}"
+        content: "{{{{ [first, second, third] | to_json }}}}"
         dest: {out}
         mode: "0644"
 """
     rc, output = ansible.playbook(play, inventory=inventory, name="schedule-play.yml")
     assert rc == 0, output
-    first, second = json.loads(out.read_text())
+    first, second, third = json.loads(out.read_text())
     assert first["changed"] is True and first["veza_transport"]["uploaded"] is True, first
     assert "missing_builds" not in first and not first.get("failed"), first
     assert hashlib.sha256((tmp_path / "bin/pg_role_detect").read_bytes()).hexdigest() == digest
     assert os.path.isfile(cached)
     assert second["changed"] is False and second["veza_transport"]["uploaded"] is False, second
+    assert third["changed"] is True and third["veza_transport"] == {"path": "normal"}, third
+    assert hashlib.sha256((tmp_path / "normal/pg_role_detect").read_bytes()).hexdigest() == digest

@@ -423,9 +423,38 @@ class ActionModule(NormalActionModule):
     def _fallback(self, tmp, task_vars, why):
         if why and display.verbosity >= 1:
             display.warning(f"{self._task.action}: Ansible's binary-module transport is used because {why}")
-        result = super().run(tmp, task_vars)
+        given = self._task.args
+        try:
+            self._task.args = self._with_uploaded_builds(given, task_vars)
+            result = super().run(tmp, task_vars)
+        finally:
+            self._task.args = given
         result["veza_transport"] = {"path": "normal"}
         return result
+
+    def _with_uploaded_builds(self, args, task_vars):
+        """On Ansible's own path, the builds a module installs (_with_builds) are put in the
+        task's temporary directory on the target, which that path removes afterwards, and named
+        there (``files[].src``): the transport's cache is the fast path's. When the target's
+        platform is unknown, the arguments as they are (the module then refuses ``src_build``)."""
+        files = args.get("files")
+        if not isinstance(files, list) or not any(isinstance(f, dict) and f.get("src_build") for f in files):
+            return args
+        platform = None if self._task.delegate_to else self._known_platform(task_vars)
+        platform = platform or self._detect()
+        if platform is None:
+            return args
+        module_path, _ = self._find_module()
+        args, wanted = self._with_builds(args, builds_dir(module_path), platform)
+        if not wanted:
+            return args
+        tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
+        remote = {digest: self._transfer_file(path, self._connection._shell.join_path(tmpdir, f"build-{digest}"))
+                  for digest, path in wanted.items()}
+        self._fixup_perms2(list(remote.values()))
+        return {**args, "files": [{**f, "src": remote[f["sha256"]]}
+                                  if isinstance(f, dict) and f.get("sha256") in remote else f
+                                  for f in args["files"]]}
 
     def _find_module(self):
         """(path of plugins/modules/NAME, FQCN) of the module this task runs."""

@@ -111,7 +111,16 @@ impl Module for PgbackrestSchedule {
             let (bytes, shown) = match &f.source {
                 None => (None, String::new()),
                 Some(Source::Content(text)) => (Some(text.clone().into_bytes()), text.clone()),
-                Some(Source::Build { name, sha256 }) => match cached_build(sha256)? {
+                Some(Source::Build {
+                    name,
+                    sha256,
+                    src: Some(src),
+                }) => {
+                    let bytes = uploaded_build(&f.label, src, sha256)?;
+                    let shown = describe(&bytes, Some(name));
+                    (Some(bytes), shown)
+                }
+                Some(Source::Build { name, sha256, .. }) => match cached_build(sha256)? {
                     Some(bytes) => {
                         let shown = describe(&bytes, Some(name));
                         (Some(bytes), shown)
@@ -493,6 +502,22 @@ fn cached_build(sha256: &str) -> anyhow::Result<Option<Vec<u8>>> {
     Ok(state
         .map(|s| s.contents)
         .filter(|bytes| hex(&Sha256::digest(bytes)) == sha256))
+}
+
+/// The build Ansible's own binary-module path uploaded for this task (`files[].src`, set by the
+/// action plugin), which must have its SHA-256.
+fn uploaded_build(label: &str, src: &Path, sha256: &str) -> anyhow::Result<Vec<u8>> {
+    let state = FileState::read(src).map_err(|e| anyhow!("{label}.src: {e}"))?;
+    let bytes = state
+        .map(|s| s.contents)
+        .ok_or_else(|| anyhow!("{label}.src: {} does not exist", src.display()))?;
+    if hex(&Sha256::digest(&bytes)) != sha256 {
+        anyhow::bail!(
+            "{label}.src: {} does not have the sha256 {sha256}",
+            src.display()
+        );
+    }
+    Ok(bytes)
 }
 
 fn hex(bytes: &[u8]) -> String {

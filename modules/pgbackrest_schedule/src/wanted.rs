@@ -40,6 +40,9 @@ pub enum Source {
         name: String,
         /// The build's SHA-256, lowercase hex.
         sha256: String,
+        /// Where Ansible's own binary-module path put it for this task (the action plugin sets
+        /// it there); `None`: the transport's cache.
+        src: Option<PathBuf>,
     },
 }
 
@@ -238,6 +241,7 @@ pub fn files(items: &[Value], present: bool) -> anyhow::Result<Vec<File>> {
         "content",
         "src_build",
         "sha256",
+        "src",
         "mode",
         "owner",
         "group",
@@ -266,7 +270,7 @@ pub fn files(items: &[Value], present: bool) -> anyhow::Result<Vec<File>> {
             (Some(v), None) => Some(Source::Content(
                 clean(&label, "content", v, true)?.to_owned(),
             )),
-            (None, Some(v)) => Some(build(&label, v, given("sha256"))?),
+            (None, Some(v)) => Some(build(&label, v, given("sha256"), given("src"))?),
             (None, None) if present => {
                 bail!("{label}: one of content or src_build is needed (state is present)")
             }
@@ -338,7 +342,12 @@ pub fn directories(items: &[Value]) -> anyhow::Result<Vec<Directory>> {
     Ok(out)
 }
 
-fn build(label: &str, name: &Value, sha256: Option<&Value>) -> anyhow::Result<Source> {
+fn build(
+    label: &str,
+    name: &Value,
+    sha256: Option<&Value>,
+    src: Option<&Value>,
+) -> anyhow::Result<Source> {
     let name = clean(label, "src_build", name, false)?;
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
         bail!("{label}.src_build: '{name}' is not a module name of this collection");
@@ -353,9 +362,17 @@ fn build(label: &str, name: &Value, sha256: Option<&Value>) -> anyhow::Result<So
     if sha256.len() != 64 || !sha256.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f')) {
         bail!("{label}.sha256: '{sha256}' is not a SHA-256 in lowercase hex");
     }
+    let src = match src {
+        Some(v) => Some(absolute(
+            &format!("{label}.src"),
+            clean(label, "src", v, false)?,
+        )?),
+        None => None,
+    };
     Ok(Source::Build {
         name: name.to_owned(),
         sha256: sha256.to_owned(),
+        src,
     })
 }
 
