@@ -20,7 +20,7 @@ from harness import CANARIES, MONITOR_PASSWORD, REPO, BackedUpCluster, Cluster, 
 from lab import Lab
 
 MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_archive_health", "pgbackrest_config",
-           "pgbackrest_info", "pgbackrest_stanza"]
+           "pgbackrest_info", "pgbackrest_schedule", "pgbackrest_stanza"]
 
 
 # The secret canaries (harness.CANARIES): the wrappers above and in harness scan what modules,

@@ -26,7 +26,8 @@ from test_transport import RESULT_LOG_PLUGIN
 VERSIONS = [line.strip() for line in (REPO / "tests/ansible-core-versions.txt").read_text().splitlines()
             if line.strip() and not line.startswith("#")]
 MODULES = ["pg_role_detect", "pg_alter_system", "pgbackrest_config", "pgbackrest_info",
-           "pgbackrest_stanza", "dr_drill", "pgbackrest_archive_health"]
+           "pgbackrest_stanza", "dr_drill", "pgbackrest_archive_health",
+           "pgbackrest_schedule"]
 COLLECTION = "ansible_collections/veza/pgbackrest"
 
 
@@ -132,6 +133,18 @@ def play_text(b, work):
         source: sql
         metrics_dir: {work}/metrics
         {login}
+    - name: pgbackrest_schedule
+      veza.pgbackrest.pgbackrest_schedule:
+        manage_services: false
+        systemd_dir: {work}/{{{{ inventory_hostname }}}}/units
+        units:
+          - name: vz-versions.timer
+            content: "[Timer]\\nOnCalendar=daily\\n"
+        # From the target's cache on the fast path, from the task's upload on the normal one.
+        files:
+          - path: {work}/{{{{ inventory_hostname }}}}/bin/pg_role_detect
+            src_build: pg_role_detect
+            mode: "0755"
 """
 
 
@@ -173,6 +186,11 @@ def test_a_play_runs_every_module_on_both_paths_in_check_and_diff_mode(release, 
         assert r("pgbackrest_stanza")["changed"] is False
         assert r("dr_drill")["changed"] is False and "would restore" in r("dr_drill")["msg"]
         assert r("pgbackrest_archive_health")["primary"] is True
+        assert r("pgbackrest_schedule")["changed"] is True
+        diffs = r("pgbackrest_schedule")["diff"]
+        assert "OnCalendar=daily" in diffs[-1]["after"]
+        assert not (work / host / "units").exists()
+        assert diffs[0]["after"].startswith("build pg_role_detect: "), diffs
     assert backed_up.cluster.psql("SHOW work_mem") == "4MB", "check mode changed nothing"
     assert not (work / "metrics").exists() or not any((work / "metrics").iterdir())
 

@@ -31,7 +31,7 @@ PASSWORD = canary("hostile-password")
 NEAR_MISS = canary("hostile-near-miss")
 ROOT_ONLY = CANARIES.register("canary-root-only-content-Pq7", "root-only-file")
 MODULES = ["dr_drill", "pg_alter_system", "pg_role_detect", "pgbackrest_archive_health",
-           "pgbackrest_config", "pgbackrest_info", "pgbackrest_stanza"]
+           "pgbackrest_config", "pgbackrest_info", "pgbackrest_schedule", "pgbackrest_stanza"]
 
 
 def base_args(module):
@@ -51,6 +51,10 @@ def base_args(module):
         "pgbackrest_archive_health": {"stanza": "main", "config": "{conf}", "source": "sql",
                                       "metrics_dir": "{base}/metrics", **login},
         "pgbackrest_stanza": {"stanza": "main", "config": "{conf}", "source": "sql", "pgdata": "{pgdata}", **login},
+        # Files only, in the managed cfg directory: no systemd on this machine.
+        "pgbackrest_schedule": {"systemd_dir": "{base}/cfg/units", "manage_services": False,
+                                "units": [{"name": "vz-hostile.timer", "content": "[Timer]\nOnCalendar=daily\n"}],
+                                "files": [{"path": "{base}/cfg/schedule.json", "content": "{}\n"}]},
     }[module]
 
 
@@ -220,6 +224,58 @@ HAND = [
     ("drill-sandbox-bogus", "dr_drill", {"sandbox": "docker"}, ["sandbox", "docker"]),
     ("drill-target-action", "dr_drill", {"target_action": "pause"}, ["target_action", "pause"]),
     ("drill-set-injection", "dr_drill", {"set": "20250101-000000F; rm -rf /"}, ["set", "rm -rf"]),
+    # pgbackrest_schedule: unit names, contents, paths, modes, owners, links, builds
+    *[(f"sched-unit-name-{i}", "pgbackrest_schedule", {"units": [{"name": name, "content": "x"}]},
+       ["units[0].name", shown])
+      for i, (name, shown) in enumerate([("a b.timer", "a b.timer"), ("../../etc/x.service", "../../etc/x.service"),
+                                         ("x.conf", "x.conf"), ("-x.timer", "-x.timer"), ("", "''"),
+                                         ("x\n.timer", "x\n.timer")])],
+    ("sched-unit-content-nul", "pgbackrest_schedule", {"units": [{"name": "a.timer", "content": "a\u0000b"}]},
+     ["units[0].content", "control character"]),
+    ("sched-unit-content-missing", "pgbackrest_schedule", {"units": [{"name": "a.timer"}]},
+     ["units[0].content", "a.timer"]),
+    ("sched-unit-twice", "pgbackrest_schedule",
+     {"units": [{"name": "a.timer", "content": ""}, {"name": "a.timer", "content": ""}]}, ["units[1].name", "a.timer"]),
+    ("sched-unit-unknown-key", "pgbackrest_schedule", {"units": [{"name": "a.timer", "content": "", "enable": True}]},
+     ["units[0]", "enable"]),
+    ("sched-unit-enabled-maybe", "pgbackrest_schedule",
+     {"units": [{"name": "a.timer", "content": "", "enabled": "maybe"}]}, ["units[0].enabled", "maybe"]),
+    ("sched-unit-not-a-dict", "pgbackrest_schedule", {"units": ["a.timer"]}, ["units"]),
+    ("sched-file-mode-0777", "pgbackrest_schedule", {"files": [{"path": "{base}/cfg/x", "content": "", "mode": "0777"}]},
+     ["files[0].mode", "0777"]),
+    ("sched-file-mode-setuid", "pgbackrest_schedule",
+     {"files": [{"path": "{base}/cfg/x", "content": "", "mode": "4755"}]}, ["files[0].mode", "4755"]),
+    ("sched-file-mode-symbolic", "pgbackrest_schedule",
+     {"files": [{"path": "{base}/cfg/x", "content": "", "mode": "u+x"}]}, ["files[0].mode", "u+x"]),
+    ("sched-file-relative", "pgbackrest_schedule", {"files": [{"path": "rel/x", "content": ""}]},
+     ["files[0].path", "rel/x"]),
+    ("sched-file-dotdot", "pgbackrest_schedule", {"files": [{"path": "{base}/cfg/../etc/x", "content": ""}]},
+     ["files[0].path", "/../etc/x"]),
+    ("sched-file-directory", "pgbackrest_schedule", {"files": [{"path": "{base}/cfg", "content": ""}]},
+     ["files[0]", "/cfg"]),
+    ("sched-file-symlink-by-postgres", "pgbackrest_schedule",
+     {"files": [{"path": "{base}/hostile/pg-owned/pgbackrest.conf", "content": ""}]},
+     ["files[0]", "pgbackrest.conf", "symbolic link"]),
+    ("sched-file-owner-unknown", "pgbackrest_schedule",
+     {"files": [{"path": "{base}/cfg/x", "content": "", "owner": "no-such-user-x9"}]},
+     ["files[0].owner", "no-such-user-x9"]),
+    ("sched-file-group-max-gid", "pgbackrest_schedule",
+     {"files": [{"path": "{base}/cfg/x", "content": "", "group": "4294967295"}]}, ["files[0].group", "4294967295"]),
+    ("sched-file-content-and-build", "pgbackrest_schedule",
+     {"files": [{"path": "{base}/cfg/x", "content": "", "src_build": "pg_role_detect"}]}, ["files[0]", "src_build"]),
+    ("sched-file-build-without-plugin", "pgbackrest_schedule",
+     {"files": [{"path": "{base}/cfg/x", "src_build": "pg_role_detect"}]}, ["files[0].src_build", "pg_role_detect"]),
+    ("sched-file-build-bad-digest", "pgbackrest_schedule",
+     {"files": [{"path": "{base}/cfg/x", "src_build": "pg_role_detect", "sha256": "abc"}]}, ["files[0].sha256", "abc"]),
+    ("sched-file-is-a-unit", "pgbackrest_schedule",
+     {"files": [{"path": "{base}/cfg/units/vz-hostile.timer", "content": ""}]}, ["files[0].path", "vz-hostile.timer"]),
+    ("sched-directory-symlink-by-postgres", "pgbackrest_schedule", {"directories": [{"path": "{base}/hostile/pg-owned/pgbackrest.conf"}]},
+     ["directories[0]", "pgbackrest.conf", "symbolic link"]),
+    ("sched-directory-is-a-file", "pgbackrest_schedule", {"directories": [{"path": "{conf}"}]},
+     ["directories[0]", "pgbackrest.conf", "not a directory"]),
+    ("sched-directory-mode-1777", "pgbackrest_schedule", {"directories": [{"path": "{base}/cfg/d", "mode": "1777"}]},
+     ["directories[0].mode", "1777"]),
+    ("sched-systemd-dir-relative", "pgbackrest_schedule", {"systemd_dir": "rel/units"}, ["systemd_dir", "rel/units"]),
     # An internal flag that is no boolean: read as false, it would turn a check into a real run.
     *[(f"{m}-check-mode-not-bool", m, {"_ansible_check_mode": "perhaps"}, ["_ansible_check_mode", "perhaps"])
       for m in MODULES],

@@ -312,7 +312,8 @@ class ActionModule(NormalActionModule):
             return result
 
         digest = build_digest(binary)
-        in_data = json.dumps(self._module_args(), cls=ENCODER).encode()
+        args, wanted_builds = self._with_builds(self._module_args(), builds_dir(module_path), platform)
+        in_data = json.dumps(args, cls=ENCODER).encode()
 
         uploaded = False
         res = self._run_cached(digest, in_data)
@@ -323,14 +324,15 @@ class ActionModule(NormalActionModule):
             if res["stdout"].strip() == MISSING:
                 raise AnsibleError(f"the uploaded binary {self._cache_path(digest)} is not executable on the target")
 
-        try:
-            # The module prints exactly one JSON object: plain strings come back untrusted, as
-            # Ansible's decoder would leave them. Anything else takes Ansible's parser and errors.
-            data = json.loads(res["stdout"])
-            if not isinstance(data, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            data = parse_returned_data(self, res)
+        data = self._decode(res)
+        # Builds the module copies from the cache (_with_builds) and did not find there: it failed
+        # before changing anything; upload them (as the module's own binary) and run it once more.
+        missing = [d for d in data.get("missing_builds") or () if d in wanted_builds]
+        if data.get("failed") and missing:
+            for build in missing:
+                self._upload(wanted_builds[build], build, keep=shipped_digests(builds_dir(module_path)))
+            uploaded = True
+            data = self._decode(self._run_cached(digest, in_data))
         remove_internal_keys(data)
         for stream in ("stdout", "stderr"):
             if stream in data and f"{stream}_lines" not in data:
@@ -341,6 +343,49 @@ class ActionModule(NormalActionModule):
                                   "build": os.path.basename(os.path.dirname(binary))}
         result.update(data)
         return result
+
+    def _decode(self, res):
+        """The module's result from its command's output."""
+        try:
+            # The module prints exactly one JSON object: plain strings come back untrusted, as
+            # Ansible's decoder would leave them. Anything else takes Ansible's parser and errors.
+            data = json.loads(res["stdout"])
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            data = parse_returned_data(self, res)
+        return data
+
+    def _with_builds(self, args, bin_dir, platform):
+        """(arguments, {sha256: local path}) for a module that installs builds of this
+        collection's modules as programs (pgbackrest_schedule's ``files[].src_build``, such as the
+        primary check ``pg_role_detect``): each one's build for the target's platform, picked as
+        the module's own is, named by its SHA-256 (``files[].sha256``), so that the module copies
+        it from the target's cache (``~/.ansible/veza-bin/<sha256>``) instead of it being sent
+        again; the local paths, to upload those the module reports missing. Other modules have
+        no ``files`` option: their arguments are returned as they are."""
+        files = args.get("files")
+        if not isinstance(files, list):
+            return args, {}
+        wanted, resolved = {}, []
+        for item in files:
+            name = item.get("src_build") if isinstance(item, dict) else None
+            if not isinstance(name, str) or not name:
+                resolved.append(item)
+                continue
+            builds = available_builds(bin_dir, name)
+            if not builds:
+                raise AnsibleError(f"{self._task.action}: files: src_build '{name}' is not a module of "
+                                   "this collection")
+            path = pick_build(builds, platform)
+            if path is None:
+                raise AnsibleError(no_build_message(name, platform, builds))
+            digest = build_digest(path)
+            wanted[digest] = path
+            resolved.append({**item, "sha256": digest})
+        if not wanted:
+            return args, {}
+        return {**args, "files": resolved}, wanted
 
     def _module_args(self):
         """The task's arguments and the internals these binaries read (ansible_module's Context).
@@ -378,9 +423,38 @@ class ActionModule(NormalActionModule):
     def _fallback(self, tmp, task_vars, why):
         if why and display.verbosity >= 1:
             display.warning(f"{self._task.action}: Ansible's binary-module transport is used because {why}")
-        result = super().run(tmp, task_vars)
+        given = self._task.args
+        try:
+            self._task.args = self._with_uploaded_builds(given, task_vars)
+            result = super().run(tmp, task_vars)
+        finally:
+            self._task.args = given
         result["veza_transport"] = {"path": "normal"}
         return result
+
+    def _with_uploaded_builds(self, args, task_vars):
+        """On Ansible's own path, the builds a module installs (_with_builds) are put in the
+        task's temporary directory on the target, which that path removes afterwards, and named
+        there (``files[].src``): the transport's cache is the fast path's. When the target's
+        platform is unknown, the arguments as they are (the module then refuses ``src_build``)."""
+        files = args.get("files")
+        if not isinstance(files, list) or not any(isinstance(f, dict) and f.get("src_build") for f in files):
+            return args
+        platform = None if self._task.delegate_to else self._known_platform(task_vars)
+        platform = platform or self._detect()
+        if platform is None:
+            return args
+        module_path, _ = self._find_module()
+        args, wanted = self._with_builds(args, builds_dir(module_path), platform)
+        if not wanted:
+            return args
+        tmpdir = self._connection._shell.tmpdir or self._make_tmp_path()
+        remote = {digest: self._transfer_file(path, self._connection._shell.join_path(tmpdir, f"build-{digest}"))
+                  for digest, path in wanted.items()}
+        self._fixup_perms2(list(remote.values()))
+        return {**args, "files": [{**f, "src": remote[f["sha256"]]}
+                                  if isinstance(f, dict) and f.get("sha256") in remote else f
+                                  for f in args["files"]]}
 
     def _find_module(self):
         """(path of plugins/modules/NAME, FQCN) of the module this task runs."""

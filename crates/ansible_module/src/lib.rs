@@ -138,6 +138,11 @@ impl Response {
         self.diff = Some(serde_json::to_value(diff).unwrap_or(Value::Null));
         self
     }
+    /// Set several diffs, one per file (Ansible shows each; shown only when asked for).
+    pub fn diffs(mut self, diffs: Vec<Diff>) -> Self {
+        self.diff = Some(serde_json::to_value(diffs).unwrap_or(Value::Null));
+        self
+    }
     /// Add a module-specific field.
     pub fn field(mut self, key: &str, value: impl Serialize) -> Self {
         self.fields.insert(
