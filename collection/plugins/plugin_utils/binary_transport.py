@@ -444,7 +444,7 @@ class ActionModule(NormalActionModule):
         platform = platform or self._detect()
         if platform is None:
             return args
-        module_path, _ = self._find_module()
+        module_path = self._find_module()[0]
         args, wanted = self._with_builds(args, builds_dir(module_path), platform)
         if not wanted:
             return args
