@@ -209,7 +209,10 @@ def test_result_fields_match_the_documented_return_values(cluster, binary):
     doc = yaml.safe_load((REPO / "collection/plugins/modules/pg_alter_system.yml").read_text())
     out = run_ok(binary, cluster, settings={"archive_timeout": 180})
     protocol = {"changed", "invocation", "msg", "warnings", "failed"}
-    assert set(out) - protocol == set(doc["RETURN"]), set(out) ^ set(doc["RETURN"])
+    # The binary run directly: what the action plugin adds (veza_transport, and the platform fact,
+    # this module's only ansible_facts) is documented but not here.
+    documented = set(doc["RETURN"]) - {"veza_transport", "ansible_facts"}
+    assert set(out) - protocol == documented, set(out) ^ documented
     assert set(out["settings"]["archive_timeout"]) == set(doc["RETURN"]["settings"]["contains"])
 
 
