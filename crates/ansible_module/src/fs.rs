@@ -111,6 +111,25 @@ fn numeric_id(n: u32, what: &str, given: &str) -> Result<u32, Error> {
     Ok(n)
 }
 
+/// A `mode` as Ansible's file modules take it: an octal string (`'0640'`, `'0o640'`, blanks
+/// around it ignored), or the number YAML made of an unquoted `0640`; at most `0o7777`. `None`
+/// for anything else: the caller's message names its option.
+pub fn octal_mode(value: &serde_json::Value) -> Option<u32> {
+    let parsed = match value {
+        serde_json::Value::String(s) => {
+            let digits = s.trim().trim_start_matches("0o");
+            if digits.is_empty() || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
+                None
+            } else {
+                u32::from_str_radix(digits, 8).ok()
+            }
+        }
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
+        _ => None,
+    };
+    parsed.filter(|m| *m <= 0o7777)
+}
+
 /// Resolve a user name or number.
 pub fn resolve_uid(owner: &str) -> Result<Uid, Error> {
     if let Ok(n) = owner.parse::<u32>() {
@@ -302,6 +321,24 @@ pub fn set_attrs(path: &Path, attrs: &Attrs) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn octal_modes_as_ansible_takes_them() {
+        use serde_json::json;
+        for (v, want) in [
+            (json!("0640"), Some(0o640)),
+            (json!(" 0o750 "), Some(0o750)),
+            (json!(640), Some(640)),
+            (json!("7777"), Some(0o7777)),
+            (json!("10000"), None),
+            (json!("0648"), None),
+            (json!(""), None),
+            (json!(-1), None),
+            (json!(true), None),
+        ] {
+            assert_eq!(octal_mode(&v), want, "{v}");
+        }
+    }
 
     fn scratch(name: &str) -> PathBuf {
         let dir =

@@ -114,22 +114,9 @@ impl Module for PgbackrestConfig {
     }
 }
 
-/// `mode` as Ansible's file modules take it: an octal string, or the number YAML made of `0640`.
+/// `mode` as Ansible's file modules take it (`ansible_module::fs::octal_mode`).
 fn parse_mode(mode: &Value) -> anyhow::Result<u32> {
-    let parsed = match mode {
-        Value::String(s) => {
-            let digits = s.trim().trim_start_matches("0o");
-            if digits.is_empty() || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
-                None
-            } else {
-                u32::from_str_radix(digits, 8).ok()
-            }
-        }
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        _ => None,
-    };
-    parsed
-        .filter(|m| *m <= 0o7777)
+    ansible_module::fs::octal_mode(mode)
         .ok_or_else(|| anyhow::anyhow!("mode must be an octal mode such as '0640', got {mode}"))
 }
 

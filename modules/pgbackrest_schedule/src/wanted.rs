@@ -192,19 +192,7 @@ pub fn units(items: &[Value], present: bool) -> anyhow::Result<Vec<Unit>> {
 /// `mode` as Ansible's file modules take it: an octal string, or the number YAML made of `0755`.
 /// Nothing writable by others (the services run these as root or postgres), no special bits.
 pub fn mode(label: &str, value: &Value) -> anyhow::Result<u32> {
-    let parsed = match value {
-        Value::String(s) => {
-            let digits = s.trim_start_matches("0o");
-            if digits.is_empty() || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
-                None
-            } else {
-                u32::from_str_radix(digits, 8).ok()
-            }
-        }
-        Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-        _ => None,
-    };
-    let Some(mode) = parsed.filter(|m| *m <= 0o7777) else {
+    let Some(mode) = ansible_module::fs::octal_mode(value) else {
         bail!(
             "{label}.mode: {} is not an octal mode such as '0644'",
             short(value)
