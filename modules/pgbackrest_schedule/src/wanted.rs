@@ -238,20 +238,7 @@ pub fn files(items: &[Value], present: bool) -> anyhow::Result<Vec<File>> {
     for (i, item) in items.iter().enumerate() {
         let label = format!("files[{i}]");
         let map = entry(&label, item, &keys)?;
-        let path = clean(
-            &label,
-            "path",
-            map.get("path").unwrap_or(&Value::Null),
-            false,
-        )?;
-        let path = absolute(&format!("{label}.path"), path)?;
-        if let Some(other) = out.iter().find(|f| f.path == path) {
-            bail!(
-                "{label}.path: '{}' is given twice (also {})",
-                path.display(),
-                other.label
-            );
-        }
+        let path = entry_path(&label, map, out.iter().map(|f| (&f.path, &f.label)))?;
         let given = |k: &str| map.get(k).filter(|v| !v.is_null());
         let source = match (given("content"), given("src_build")) {
             (Some(_), Some(_)) => bail!("{label}: content and src_build are mutually exclusive"),
@@ -301,20 +288,7 @@ pub fn directories(items: &[Value]) -> anyhow::Result<Vec<Directory>> {
     for (i, item) in items.iter().enumerate() {
         let label = format!("directories[{i}]");
         let map = entry(&label, item, &["path", "mode", "owner", "group"])?;
-        let path = clean(
-            &label,
-            "path",
-            map.get("path").unwrap_or(&Value::Null),
-            false,
-        )?;
-        let path = absolute(&format!("{label}.path"), path)?;
-        if let Some(other) = out.iter().find(|d| d.path == path) {
-            bail!(
-                "{label}.path: '{}' is given twice (also {})",
-                path.display(),
-                other.label
-            );
-        }
+        let path = entry_path(&label, map, out.iter().map(|d| (&d.path, &d.label)))?;
         let mode = match map.get("mode").filter(|v| !v.is_null()) {
             Some(v) => mode(&label, v)?,
             None => 0o755,
@@ -364,6 +338,29 @@ fn build(
     })
 }
 
+/// `LABEL.path` of an entry: an absolute path (`absolute`) that no earlier entry (`earlier`: their
+/// paths and labels) gives.
+fn entry_path<'a>(
+    label: &str,
+    map: &Map<String, Value>,
+    mut earlier: impl Iterator<Item = (&'a PathBuf, &'a String)>,
+) -> anyhow::Result<PathBuf> {
+    let path = clean(
+        label,
+        "path",
+        map.get("path").unwrap_or(&Value::Null),
+        false,
+    )?;
+    let path = absolute(&format!("{label}.path"), path)?;
+    if let Some((_, other)) = earlier.find(|(p, _)| **p == path) {
+        bail!(
+            "{label}.path: '{}' is given twice (also {other})",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 /// An absolute path with a file name and no `..`, as given.
 pub fn absolute(label: &str, path: &str) -> anyhow::Result<PathBuf> {
     let p = Path::new(path);
@@ -380,6 +377,32 @@ pub fn absolute(label: &str, path: &str) -> anyhow::Result<PathBuf> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_path_given_twice_is_refused_naming_both_entries() {
+        let twice = [
+            json!({"path": "/etc/a.json", "content": "{}"}),
+            json!({"path": "/etc/a.json", "content": "[]"}),
+        ];
+        let e = files(&twice, true).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "files[1].path: '/etc/a.json' is given twice (also files[0])"
+        );
+        let twice = [json!({"path": "/var/x"}), json!({"path": "/var/x"})];
+        let e = directories(&twice).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "directories[1].path: '/var/x' is given twice (also directories[0])"
+        );
+        let e = directories(&[json!({"path": "var/x"})])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("directories[0].path: 'var/x' is not an absolute path"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn unit_names_are_checked() {
