@@ -12,7 +12,7 @@ RULES = REPO / "collection/files/prometheus/veza_backup.rules.yml"
 def test_rules_are_valid():
     proc = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 18 rules found" in proc.stdout
+    assert "SUCCESS: 19 rules found" in proc.stdout
 
 
 def test_alerts_fire_when_they_should_and_not_otherwise():

@@ -148,9 +148,14 @@ def backup_round(lab):
     assert rc == 0 and props["Result"] == "exec-condition" and failed != "failed", (standby, props)
     assert "Skipped due to 'exec-condition'" in journal, journal
     assert backups(lab, standby) == after, "the standby took no backup"
-    # The metrics are the primary's: written after its backup, none from the skip.
+    # Each run is recorded (ExecStopPost): the primary's as a success, with the repository's
+    # state beside it; the standby's as a skip, never a failure.
     prom = "/var/lib/node_exporter/textfile_collector"
-    assert lab.ssh(primary, f"ls {prom}").stdout.split(), primary
+    assert "veza_backup_main.prom" in lab.ssh(primary, f"ls {prom}").stdout.split(), primary
+    for host, result in ((primary, "success"), (standby, "skipped")):
+        record = lab.ssh(host, f"cat {prom}/veza_backup_main@full.prom").stdout
+        results = dict(re.findall(r'^veza_backup_run_result\{[^}]*result="(\w+)"\} (\d)$', record, re.M))
+        assert results == {"success": "0", "failed": "0", "skipped": "0", result: "1"}, (host, record)
     return primary, standby, after
 
 
@@ -236,7 +241,9 @@ def lab_alerts(prom, names):
 
 
 BREAKAGE_ALERTS = {"ArchiveFailing", "ArchiveBehind", "ArchiveGap", "ArchiveNoPrimary",
-                   "BackupServiceFailed", "BackupStatusNotOk", "BackupHasErrors"}
+                   "BackupServiceFailed", "BackupRunFailed", "BackupStatusNotOk", "BackupHasErrors"}
+# What a wrong S3 key on the primary fires, there only.
+KEY_ALERTS = {"ArchiveFailing", "BackupServiceFailed", "BackupRunFailed"}
 
 
 @pytest.fixture(scope="module")
@@ -274,8 +281,8 @@ def test_breaking_the_s3_key_fires_the_backup_and_archiving_alerts_and_repairing
         lab, lab_monitoring):
     """Through real node_exporters (textfile and systemd collectors, systemd as PID 1) and
     Prometheus: a healthy formation raises none of the breakage alerts; a wrong S3 key on the
-    primary makes its backup unit fail (BackupServiceFailed) and its WAL archiving fail
-    (ArchiveFailing), on the primary only; the key put back and the backup run again, both
+    primary makes its backup unit fail (BackupServiceFailed), its run record say so
+    (BackupRunFailed) and its WAL archiving fail (ArchiveFailing), on the primary only; the key put back and the backup run again, both
     resolve."""
     prom = lab_monitoring
     primary, standby = primary_and_standby(lab)
@@ -317,12 +324,10 @@ def test_breaking_the_s3_key_fires_the_backup_and_archiving_alerts_and_repairing
                         "ON CONFLICT DO NOTHING; SELECT pg_switch_wal()")
 
         def fired():
-            got = [a for a in lab_alerts(prom, {"ArchiveFailing", "BackupServiceFailed"})
-                   if a[2] == "firing"]
-            return got if len(got) == 2 else None
-        got = poll("ArchiveFailing and BackupServiceFailed firing", fired, between=collect, wait=180)
-        assert got == [("ArchiveFailing", f"{ADDR[primary]}:9100", "firing"),
-                       ("BackupServiceFailed", f"{ADDR[primary]}:9100", "firing")], got
+            got = [a for a in lab_alerts(prom, KEY_ALERTS) if a[2] == "firing"]
+            return got if len(got) == len(KEY_ALERTS) else None
+        got = poll(f"{sorted(KEY_ALERTS)} firing", fired, between=collect, wait=180)
+        assert got == [(name, f"{ADDR[primary]}:9100", "firing") for name in sorted(KEY_ALERTS)], got
     finally:
         lab.ssh(primary, f"mv -f {conf}.vz-good {conf}")
     rc, props, failed, journal = fire(lab, primary, "pgbackrest-full.service")
@@ -331,7 +336,7 @@ def test_breaking_the_s3_key_fires_the_backup_and_archiving_alerts_and_repairing
     lab.as_postgres(primary, "psql", "-XAtc", "SELECT pg_switch_wal()")
 
     def resolved():
-        return not lab_alerts(prom, {"ArchiveFailing", "BackupServiceFailed"}) and \
-            not prom.query('ALERTS{alertname=~"ArchiveFailing|BackupServiceFailed"}')
-    poll("both alerts resolved", resolved, between=collect, wait=240)
+        return not lab_alerts(prom, KEY_ALERTS) and \
+            not prom.query(f'ALERTS{{alertname=~"{"|".join(KEY_ALERTS)}"}}')
+    poll("the alerts resolved", resolved, between=collect, wait=240)
     assert not [a for a in lab_alerts(prom, BREAKAGE_ALERTS) if a[1] == f"{ADDR[standby]}:9100"]

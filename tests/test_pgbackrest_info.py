@@ -84,9 +84,53 @@ def test_metrics_give_each_type_s_newest_stop_time_and_promtool_accepts_them(mod
         assert samples[f"veza_backup_last_repo_size_bytes{{{t}}}"] == b["repo_size"]
         assert samples[f"veza_backup_sets{{{t}}}"] == 1
         assert samples[f"veza_backup_error{{{t}}}"] == 0
+        assert samples[f"veza_backup_last_duration_seconds{{{t}}}"] == b["stop"] - b["start"]
+        assert samples[f'veza_backup_last_label_info{{{t},label="{b["label"]}"}}'] == 1
     newest = max(a["max"] for a in s["archives"])
     assert samples[f'veza_backup_archive_max_info{{{st},segment="{newest}"}}'] == 1
     assert len([k for k in samples if k.startswith("veza_backup_archive_max_info")]) == 1
+
+
+def test_each_run_is_recorded_a_failure_and_a_skip_without_reading_the_repository(module_bin, chain):
+    """As the backup services' ExecStopPost= runs it: $SERVICE_RESULT says how the backup ended.
+    A failed or skipped run leaves the repository's file as the last backup wrote it."""
+    prom = scratch_dir("vz-prom-")
+    try:
+        base = {"config": str(chain["conf"]), "stanza": "drill", "metrics_dir": str(prom),
+                "run_result": "systemd"}
+        recorded = {}
+        for run_type, result in (("full", "success"), ("diff", "exit-code"), ("incr", "exec-condition")):
+            before = int(time.time())
+            rc, out = run_module(module_bin("pgbackrest_info"), {**base, "run_type": run_type},
+                                 env={"SERVICE_RESULT": result}, stdin_mode=True)
+            assert rc == 0, out
+            text = (prom / f"veza_backup_drill@{run_type}.prom").read_text()
+            recorded[run_type] = (out, text, before)
+            if run_type == "full":
+                repo_file = (prom / "veza_backup_drill.prom").read_text()
+        names = sorted(p.name for p in prom.iterdir())
+        checks = {n: subprocess.run(["promtool", "check", "metrics"], input=(prom / n).read_text(),
+                                    text=True, capture_output=True) for n in names}
+        after_all = (prom / "veza_backup_drill.prom").read_text()
+    finally:
+        shutil.rmtree(prom)
+    assert names == ["veza_backup_drill.prom", "veza_backup_drill@diff.prom",
+                     "veza_backup_drill@full.prom", "veza_backup_drill@incr.prom"], names
+    for name, check in checks.items():
+        assert check.returncode == 0, (name, check.stdout + check.stderr)
+    expected = {"full": "success", "diff": "failed", "incr": "skipped"}
+    for run_type, (out, text, before) in recorded.items():
+        assert out["run"]["result"] == expected[run_type], out
+        results = dict(re.findall(r'^veza_backup_run_result\{stanza="drill",type="' + run_type
+                                  + r'",result="(\w+)"\} (\d)$', text, re.M))
+        assert results == {r: str(int(r == expected[run_type])) for r in ("success", "failed", "skipped")}, text
+        [stamp] = re.findall(r'^veza_backup_run_timestamp_seconds\{stanza="drill",type="' + run_type
+                             + r'"\} (\d+)$', text, re.M)
+        assert before <= int(stamp) <= time.time(), text
+    assert recorded["full"][0]["stanzas"][0]["status"]["code"] == 0
+    assert recorded["diff"][0]["commands"] == [] and recorded["incr"][0]["commands"] == []
+    assert recorded["diff"][0]["ok"] is False and recorded["incr"][0]["ok"] is True
+    assert after_all == repo_file, "a failed or skipped run rewrote the repository's file"
 
 
 def test_check_mode_writes_no_metrics(module_bin, chain):

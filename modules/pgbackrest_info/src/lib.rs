@@ -7,8 +7,10 @@
 //! the fact `pgbackrest_info`. It changes nothing, so check mode runs it as well.
 //!
 //! With `metrics_dir` it also writes each stanza's node_exporter textfile ([`metrics`]),
-//! atomically, mode 0644: a report, so still `changed: false`; check mode writes none. The backup
-//! services of the pgbackrest role run it so after every successful backup.
+//! atomically, mode 0644: a report, so still `changed: false`; check mode writes none. With
+//! `run_type` and `run_result` it first records one scheduled backup run ([`run`]); a run that
+//! did not take a backup (failed, or skipped on a standby) records only that. The backup services
+//! of the pgbackrest role run it so after every run, from `ExecStopPost=`.
 
 use ansible_module::process::{Cmd, RunAs};
 use ansible_module::{Context, Module, Response};
@@ -20,6 +22,9 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
 pub mod metrics;
+pub mod run;
+
+use run::{Outcome, RunResult, RunType};
 
 ansible_module::options! {
     /// The module's options, as documented.
@@ -40,6 +45,10 @@ ansible_module::options! {
         metrics_dir: Option<PathBuf> = path(),
         /// `metrics_prefix`
         metrics_prefix: String = str().default("veza_backup"),
+        /// `run_type`: record a scheduled backup run of this type (with `run_result`).
+        run_type: Option<RunType> = str().choices(RunType::NAMES),
+        /// `run_result`
+        run_result: Option<RunResult> = str().choices(RunResult::NAMES),
     }
 }
 
@@ -75,7 +84,70 @@ impl Module for PgbackrestInfo {
         if let Some(dir) = metrics_dir.filter(|d| !d.is_dir()) {
             anyhow::bail!("metrics_dir: {} is not a directory", dir.display());
         }
+        let run = match (args.run_type, args.run_result) {
+            (None, None) => None,
+            (Some(t), Some(r)) => {
+                let Some(stanza) = &stanza else {
+                    anyhow::bail!("run_type: recording a run needs the stanza it backed up");
+                };
+                let Some(dir) = metrics_dir else {
+                    anyhow::bail!("run_type: recording a run needs metrics_dir");
+                };
+                let service_result = std::env::var("SERVICE_RESULT").ok();
+                let outcome = run::outcome(r, service_result.as_deref())?;
+                let file = dir.join(run::file_name(&args.metrics_prefix, stanza.as_str(), t));
+                Some((t, outcome, file))
+            }
+            (Some(_), None) => anyhow::bail!("run_type: given without run_result"),
+            (None, Some(r)) => anyhow::bail!("run_result: '{}' given without run_type", r.name()),
+        };
         RunAs::become_option(args.become_user.as_deref()).map_err(anyhow::Error::msg)?;
+        // The run is recorded before anything else can fail, so a repository that cannot be
+        // read after a backup still leaves the backup's result behind.
+        if let Some((t, outcome, file)) = &run {
+            if !ctx.check_mode {
+                let text = run::render(
+                    &args.metrics_prefix,
+                    stanza_str(&stanza),
+                    *t,
+                    *outcome,
+                    now(),
+                );
+                ansible_module::fs::write_atomic(file, text.as_bytes(), &metrics_attrs())
+                    .map_err(|e| anyhow::anyhow!("metrics_dir: writing the run record: {e}"))?;
+            }
+        }
+        let run_value = run.as_ref().map(|(t, outcome, file)| {
+            json!({"type": t.name(), "result": outcome.name(),
+                   "file": file.display().to_string()})
+        });
+        if let Some((t, outcome @ (Outcome::Failed | Outcome::Skipped), file)) = &run {
+            // No backup was taken: the repository's file stays as the last backup left it.
+            let msg = format!(
+                "the {} backup run of stanza {} {}: {} {}",
+                t.name(),
+                stanza_str(&stanza),
+                if *outcome == Outcome::Failed {
+                    "failed"
+                } else {
+                    "was skipped"
+                },
+                if ctx.check_mode {
+                    "check mode: not recorded in"
+                } else {
+                    "recorded in"
+                },
+                file.display()
+            );
+            let files = [Value::from(file.display().to_string())];
+            return Ok(Response::new()
+                .msg(msg)
+                .field("ok", *outcome == Outcome::Skipped)
+                .field("stanzas", Vec::<Value>::new())
+                .field("commands", Vec::<String>::new())
+                .field("metrics_files", Value::from(files.to_vec()))
+                .field("run", run_value));
+        }
         let cmd = command(&args, stanza.as_ref());
         let out = cmd.run().context("pgbackrest info")?;
         let parsed: Vec<(String, Info)> = info::parse_all(&out.stdout)?
@@ -95,16 +167,22 @@ impl Module for PgbackrestInfo {
                 }
             ),
         };
-        let (files, note) = match metrics_dir {
+        let (mut files, note) = match metrics_dir {
             Some(dir) => write_metrics(dir, &args.metrics_prefix, &parsed, ctx.check_mode)?,
             None => (Vec::new(), String::new()),
         };
+        if let Some((_, _, file)) = &run {
+            files.insert(0, Value::from(file.display().to_string()));
+        }
         let mut response = Response::new()
             .msg(summary + &note)
             .field("ok", ok)
             .field("stanzas", &stanzas)
             .field("commands", [cmd.display()])
             .field("metrics_files", Value::from(files));
+        if let Some(value) = run_value {
+            response = response.field("run", value);
+        }
         if args.set_facts {
             response = response.fact("pgbackrest_info", json!({"ok": ok, "stanzas": stanzas}));
         }
@@ -119,13 +197,8 @@ fn write_metrics(
     stanzas: &[(String, Info)],
     check_mode: bool,
 ) -> anyhow::Result<(Vec<Value>, String)> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let attrs = ansible_module::fs::Attrs {
-        mode: Some(0o644),
-        ..Default::default()
-    };
+    let now = now();
+    let attrs = metrics_attrs();
     let mut files = Vec::new();
     for (name, info) in stanzas {
         // The name becomes a file name: it must be a stanza name (no '/', no '..').
@@ -145,6 +218,25 @@ fn write_metrics(
         (n, false) => format!("; {n} metrics file(s) written to {}", dir.display()),
     };
     Ok((files, note))
+}
+
+/// Seconds since the epoch.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Every metrics file: readable by node_exporter, whoever it runs as.
+fn metrics_attrs() -> ansible_module::fs::Attrs {
+    ansible_module::fs::Attrs {
+        mode: Some(0o644),
+        ..Default::default()
+    }
+}
+
+fn stanza_str(stanza: &Option<StanzaName>) -> &str {
+    stanza.as_ref().map_or("", |s| s.as_str())
 }
 
 fn command(args: &Args, stanza: Option<&StanzaName>) -> Cmd {

@@ -52,6 +52,25 @@ pub fn render(prefix: &str, stanza: &str, info: &Info, now: i64) -> String {
         &by_type(|b| Some(b.stop)),
     );
     gauge(
+        "last_duration_seconds",
+        "How long the newest backup of each type took (its stop time less its start time).",
+        &by_type(|b| Some(b.stop - b.start)),
+    );
+    let labels: Vec<(String, i64)> = newest
+        .iter()
+        .map(|(t, b)| {
+            (
+                format!("{st},type=\"{t}\",label=\"{}\"", label(&b.label)),
+                1,
+            )
+        })
+        .collect();
+    gauge(
+        "last_label_info",
+        "The label of the newest backup of each type (info metric, always 1).",
+        &labels,
+    );
+    gauge(
         "last_size_bytes",
         "Database size of the newest backup of each type.",
         &by_type(|b| b.size),
@@ -171,6 +190,16 @@ mod tests {
             .collect();
         assert_eq!(incr, ["p_sets{stanza=\"main\",type=\"incr\"} 0"]);
         assert!(has("p_last_size_bytes{stanza=\"main\",type=\"full\"} 600"));
+        assert!(has(
+            "p_last_duration_seconds{stanza=\"main\",type=\"diff\"} 10"
+        ));
+        assert!(has(
+            "p_last_label_info{stanza=\"main\",type=\"full\",label=\"F2\"} 1"
+        ));
+        assert!(
+            !text.contains("label=\"F1\""),
+            "only the newest full: {text}"
+        );
         assert!(
             !text.contains("p_last_repo_size_bytes"),
             "no sample, no HELP either"

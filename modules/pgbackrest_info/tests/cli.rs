@@ -176,3 +176,185 @@ fn metrics_of_a_missing_stanza_are_written_atomically_and_not_in_check_mode() {
         "{bad}"
     );
 }
+
+/// The module as a unit's `ExecStopPost=` runs it: settings on stdin, `$SERVICE_RESULT` set (or
+/// not, when `None`).
+fn run_as_stop_post(args: &Value, service_result: Option<&str>) -> (i32, Value) {
+    use std::io::Write as _;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgbackrest_info"));
+    cmd.env_remove("SERVICE_RESULT");
+    if let Some(r) = service_result {
+        cmd.env("SERVICE_RESULT", r);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(args.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let value = serde_json::from_slice(&out.stdout).unwrap();
+    (out.status.code().unwrap_or(-1), value)
+}
+
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_run_is_refused_naming_the_option_and_nothing_is_written() {
+    let dir = scratch("run-refused");
+    let prom = dir.join("prom");
+    std::fs::create_dir_all(&prom).unwrap();
+    // An empty configuration: every refusal below comes after it is read.
+    let base = json!({"config": "/dev/null", "stanza": "main", "metrics_dir": prom});
+    let with = |extra: Value| {
+        let mut a = base.clone();
+        a.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        a
+    };
+    let cases = [
+        (
+            with(json!({"run_type": "full"})),
+            "run_type: given without run_result",
+        ),
+        (
+            with(json!({"run_result": "success"})),
+            "run_result: 'success' given without run_type",
+        ),
+        (
+            with(json!({"run_type": "weekly", "run_result": "success"})),
+            "run_type",
+        ),
+        (
+            with(json!({"run_type": "full", "run_result": "systemd"})),
+            "run_result: 'systemd' reads $SERVICE_RESULT",
+        ),
+        (
+            json!({"config": "/dev/null", "stanza": "main",
+                   "run_type": "full", "run_result": "failed"}),
+            "run_type: recording a run needs metrics_dir",
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (args, want) in &cases {
+        let (code, out) = run_as_stop_post(args, None);
+        seen.push((
+            code,
+            out["msg"].as_str().unwrap_or_default().to_owned(),
+            *want,
+        ));
+    }
+    let left = listing(&prom);
+    std::fs::remove_dir_all(&dir).unwrap();
+    for (code, msg, want) in seen {
+        assert_eq!(code, 1, "{msg}");
+        assert!(msg.contains(want), "{msg:?} does not say {want:?}");
+    }
+    assert!(left.is_empty(), "a refused run wrote {left:?}");
+}
+
+#[test]
+fn a_skip_and_a_failure_record_only_the_run_and_a_success_also_the_repository() {
+    if !installed("pgbackrest", "version") {
+        return;
+    }
+    let dir = scratch("runs");
+    let conf = empty_repo(&dir, "info-canary-5e6f7a8b9c0d1e2f3a4b");
+    let prom = dir.join("prom");
+    std::fs::create_dir_all(&prom).unwrap();
+    let args = |t: &str| {
+        json!({"config": conf, "become_user": "", "stanza": "main", "metrics_dir": prom,
+               "run_type": t, "run_result": "systemd"})
+    };
+    let mut check = args("full");
+    check["_ansible_check_mode"] = json!(true);
+    let (code_check, checked) = run_as_stop_post(&check, Some("exec-condition"));
+    let after_check = listing(&prom);
+    let (code_skip, skipped) = run_as_stop_post(&args("full"), Some("exec-condition"));
+    let after_skip = listing(&prom);
+    let skip_text = std::fs::read_to_string(prom.join("veza_backup_main@full.prom")).unwrap();
+    let (code_fail, failed) = run_as_stop_post(&args("diff"), Some("exit-code"));
+    let fail_text = std::fs::read_to_string(prom.join("veza_backup_main@diff.prom")).unwrap();
+    let (code_ok, succeeded) = run_as_stop_post(&args("incr"), Some("success"));
+    let after_success = listing(&prom);
+    let ok_text = std::fs::read_to_string(prom.join("veza_backup_main@incr.prom")).unwrap();
+    let promtool: Vec<_> = after_success
+        .iter()
+        .filter(|_| installed("promtool", "--version"))
+        .map(|name| (name.clone(), promtool_check(&prom.join(name))))
+        .collect();
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    assert_eq!(code_check, 0, "{checked}");
+    assert!(after_check.is_empty(), "check mode wrote {after_check:?}");
+    assert_eq!(checked["run"]["result"], "skipped", "{checked}");
+
+    assert_eq!(code_skip, 0, "{skipped}");
+    assert_eq!(skipped["ok"], true);
+    assert_eq!(skipped["commands"], json!([]), "a skip runs no pgbackrest");
+    assert_eq!(after_skip, ["veza_backup_main@full.prom"]);
+    let has = |text: &str, line: &str| text.lines().any(|l| l == line);
+    let r = |t: &str, result: &str, v: u8| {
+        format!("veza_backup_run_result{{stanza=\"main\",type=\"{t}\",result=\"{result}\"}} {v}")
+    };
+    assert!(has(&skip_text, &r("full", "skipped", 1)), "{skip_text}");
+    assert!(has(&skip_text, &r("full", "success", 0)), "{skip_text}");
+    assert!(has(&skip_text, &r("full", "failed", 0)), "{skip_text}");
+    assert!(
+        skip_text.contains("\nveza_backup_run_timestamp_seconds{stanza=\"main\",type=\"full\"} ")
+    );
+
+    assert_eq!(
+        code_fail, 0,
+        "a recorded failure is not a second failure: {failed}"
+    );
+    assert_eq!(failed["ok"], false);
+    assert_eq!(failed["run"]["result"], "failed");
+    assert!(has(&fail_text, &r("diff", "failed", 1)), "{fail_text}");
+    assert!(has(&fail_text, &r("diff", "success", 0)), "{fail_text}");
+
+    assert_eq!(code_ok, 0, "{succeeded}");
+    assert_eq!(succeeded["run"]["result"], "success");
+    assert_eq!(
+        after_success,
+        [
+            "veza_backup_main.prom",
+            "veza_backup_main@diff.prom",
+            "veza_backup_main@full.prom",
+            "veza_backup_main@incr.prom"
+        ],
+        "a success also writes the repository's file"
+    );
+    assert_eq!(
+        succeeded["metrics_files"][0],
+        json!(prom.join("veza_backup_main@incr.prom"))
+    );
+    assert!(has(&ok_text, &r("incr", "success", 1)), "{ok_text}");
+    for (name, (ok, said)) in promtool {
+        assert!(ok, "promtool check metrics {name}: {said}");
+    }
+}
+
+/// `promtool check metrics` on a file: whether it passed, and what it said.
+fn promtool_check(file: &std::path::Path) -> (bool, String) {
+    let p = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(file).unwrap())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&p.stdout) + String::from_utf8_lossy(&p.stderr);
+    (p.status.success(), said.into_owned())
+}
