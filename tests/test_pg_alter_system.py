@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from harness import REPO, Cluster, canary, free_port, run_module, scratch_dir
+from harness import PGBIN, REPO, Cluster, canary, free_port, run_module, scratch_dir
 
 MODULE = "pg_alter_system"
 ARCHIVE_COMMAND = "pgbackrest --stanza=main archive-push %p"
@@ -259,3 +259,43 @@ def test_playbook_check_diff_never_shows_the_password(cluster, ansible):
     assert "+archive_timeout = '1min'" in output and "+wal_keep_size = '1GB'" in output, output
     assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in output
     assert (auto_conf(cluster), cluster.psql("SELECT pg_conf_load_time()")) == before
+
+
+@pytest.fixture
+def own_cluster():
+    """A cluster of the test's own, for restarts."""
+    base = scratch_dir("vz-alter-restart-")
+    c = Cluster(base, "pg", free_port()).initdb().start()
+    yield c
+    c.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_restart_command_runs_only_when_needed_and_must_clear_the_pending_restart(own_cluster, binary):
+    c = own_cluster
+    pg_ctl = [str(PGBIN / "pg_ctl"), "restart", "-D", str(c.pgdata), "-m", "fast", "-w"]
+    pid = postmaster_pid(c)
+    # A command that restarts nothing: the setting still waits, so the module fails, saying so.
+    rc, out = run_module(binary, args(c, settings={"archive_mode": "on"}, restart_command=["true"]))
+    assert rc == 1 and out["changed"] is True and out["restarted"] is False, out
+    assert "`true` succeeded, but archive_mode still wait for a restart" in out["msg"], out
+    # Check mode predicts the restart and runs nothing.
+    checked = run_ok(binary, c, settings={"archive_mode": "on"}, restart_command=pg_ctl,
+                     _ansible_check_mode=True)
+    assert (checked["changed"], checked["restarted"]) == (True, True), checked
+    assert checked["commands"] == [" ".join(pg_ctl)] and postmaster_pid(c) == pid
+    # For real: restarted (the new postmaster holds pg_ctl's output, the module returns anyway).
+    out = run_ok(binary, c, settings={"archive_mode": "on"}, restart_command=pg_ctl)
+    assert (out["changed"], out["restarted"], out["restart_required"]) == (True, True, False), out
+    assert out["pending_restart"] == [] and "restarted PostgreSQL with" in out["msg"], out
+    assert postmaster_pid(c) != pid and c.psql("SHOW archive_mode") == "on"
+    # Nothing waits: nothing runs.
+    again = run_ok(binary, c, settings={"archive_mode": "on"}, restart_command=["false"])
+    assert (again["changed"], again["restarted"], again["commands"]) == (False, False, []), again
+    # A failing command fails the task with its exit code and message; the change stays reported.
+    rc, out = run_module(binary, args(c, settings={"max_connections": 90},
+                                      restart_command=["sh", "-c", "echo no restart today >&2; exit 3"]))
+    assert rc == 1 and out["changed"] is True and out["restarted"] is False, out
+    assert "exited with code 3: no restart today; max_connections still wait for a restart" in out["msg"], out
+    rc, out = run_module(binary, args(c, settings={"archive_mode": "on"}, restart_command=[]))
+    assert rc == 1 and out["msg"] == "restart_command: [] names no program", out

@@ -1,6 +1,6 @@
 """The pgbackrest role on a plain PostgreSQL cluster whose archive_mode is off: WAL archiving needs a
 restart, which the role reports and leaves alone by default, and performs (as postgres, through
-sudo) only with pgbackrest_restart_allowed. The formation of the molecule scenarios starts with
+pg_alter_system's restart_command) only with pgbackrest_restart_allowed. The formation of the molecule scenarios starts with
 archive_mode on, so this is where the restart path runs."""
 
 import json
@@ -32,8 +32,7 @@ def cluster():
 def converge(ansible, cluster, **extra):
     base = cluster.base
     variables = {
-        # The restart task is a Python module run as postgres: the system's Python, which postgres can read.
-        "ansible_connection": "local", "ansible_python_interpreter": "/usr/bin/python3",
+        "ansible_connection": "local",
         "pgbackrest_pgdata": str(cluster.pgdata), "pgbackrest_pg_socket_path": str(cluster.socket_dir),
         "pgbackrest_pg_port": cluster.port, "pgbackrest_role_source": "sql", "pgbackrest_install": False,
         "pgbackrest_manage_services": False, "pgbackrest_repo_type": "posix",
@@ -68,7 +67,7 @@ def test_restart_is_reported_and_not_performed_by_default(ansible, cluster):
 
 
 def test_restart_is_performed_when_allowed_then_nothing_changes(ansible, cluster):
-    restart = f"{PGBIN}/pg_ctl restart -D {cluster.pgdata} -m fast -w"
+    restart = [f"{PGBIN}/pg_ctl", "restart", "-D", str(cluster.pgdata), "-m", "fast", "-w"]
     rc, output = converge(ansible, cluster, pgbackrest_restart_allowed=True, pgbackrest_restart_command=restart)
     assert rc == 0, output
     assert show(cluster, "archive_mode") == "on"

@@ -9,7 +9,7 @@ use crate::Error;
 use nix::unistd::{Gid, Group, Uid, User};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::io::Write as _;
+use std::io::{Read, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -278,6 +278,104 @@ impl Cmd {
 
     /// Run and return what it left, whatever its exit code.
     pub fn output(&self) -> Result<Output, CmdError> {
+        let spawn_err = |source| CmdError::Spawn {
+            command: self.display(),
+            source,
+        };
+        let mut child = self.command().spawn().map_err(spawn_err)?;
+        self.feed(&mut child);
+        let out = child.wait_with_output().map_err(spawn_err)?;
+        Ok(Output {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// Run, require exit code 0, and return once the program itself has exited, with what it
+    /// wrote until then (and for at most `grace` after). For a program that leaves a daemon
+    /// behind holding its stdout and stderr (`pg_ctl start`, `pg_ctl restart`): [`Cmd::run`]
+    /// would wait for the daemon to close them, forever.
+    pub fn run_until_exit(&self, grace: std::time::Duration) -> Result<Output, CmdError> {
+        let spawn_err = |source| CmdError::Spawn {
+            command: self.display(),
+            source,
+        };
+        let mut child = self.command().spawn().map_err(spawn_err)?;
+        self.feed(&mut child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let collected: Vec<_> = [
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .map(|pipe| {
+            let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            if let Some(mut pipe) = pipe {
+                let (buf, tx) = (buf.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                        if let Ok(mut b) = buf.lock() {
+                            b.extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                    let _ = tx.send(());
+                });
+            } else {
+                let _ = tx.send(());
+            }
+            buf
+        })
+        .collect();
+        let status = child.wait().map_err(spawn_err)?;
+        // Each reader ends when every holder of its pipe has closed it; a daemon never does.
+        let deadline = std::time::Instant::now() + grace;
+        for _ in 0..collected.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if rx.recv_timeout(left).is_err() {
+                break;
+            }
+        }
+        let text = |i: usize| {
+            collected[i]
+                .lock()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        let output = Output {
+            code: status.code(),
+            stdout: text(0),
+            stderr: text(1),
+        };
+        if output.success() {
+            Ok(output)
+        } else {
+            Err(CmdError::Failed {
+                command: self.display(),
+                output,
+            })
+        }
+    }
+
+    /// Write the given stdin, if any, and close it.
+    fn feed(&self, child: &mut std::process::Child) {
+        if let Some(data) = &self.stdin {
+            if let Some(mut pipe) = child.stdin.take() {
+                // A program that exits without reading all of stdin is not our error here.
+                let _ = pipe.write_all(data);
+            }
+        }
+    }
+
+    /// The `Command` to spawn: arguments, environment, user, working directory, piped output.
+    fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)
@@ -312,23 +410,7 @@ impl Cmd {
                 command.pre_exec(move || user.apply().map_err(std::io::Error::from));
             }
         }
-        let spawn_err = |source| CmdError::Spawn {
-            command: self.display(),
-            source,
-        };
-        let mut child = command.spawn().map_err(spawn_err)?;
-        if let Some(data) = &self.stdin {
-            if let Some(mut pipe) = child.stdin.take() {
-                // A program that exits without reading all of stdin is not our error here.
-                let _ = pipe.write_all(data);
-            }
-        }
-        let out = child.wait_with_output().map_err(spawn_err)?;
-        Ok(Output {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+        command
     }
 
     /// Run and require exit code 0.
@@ -370,6 +452,30 @@ mod tests {
             .unwrap();
         assert_eq!(out.stdout, "C\n");
         assert_eq!(out.stderr, "err\n");
+    }
+
+    #[test]
+    fn run_until_exit_returns_while_a_daemon_it_left_holds_the_output() {
+        // The daemon (sleep) keeps stdout and stderr open for 30 s after sh exits.
+        let started = std::time::Instant::now();
+        let out = Cmd::new("sh")
+            .args(["-c", "echo started; echo warned >&2; sleep 30 &"])
+            .run_until_exit(std::time::Duration::from_millis(300))
+            .unwrap();
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        assert_eq!(
+            (out.stdout.as_str(), out.stderr.as_str()),
+            ("started\n", "warned\n")
+        );
+        let err = Cmd::new("sh")
+            .args(["-c", "echo 'could not start server' >&2; sleep 30 & exit 1"])
+            .run_until_exit(std::time::Duration::from_millis(300))
+            .unwrap_err();
+        assert_eq!(err.code(), Some(1));
+        assert!(
+            err.to_string().ends_with(": could not start server"),
+            "{err}"
+        );
     }
 
     #[test]

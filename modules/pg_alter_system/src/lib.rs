@@ -11,7 +11,7 @@
 
 pub mod guc;
 
-use ansible_module::process::RunAs;
+use ansible_module::process::{Cmd, RunAs};
 use ansible_module::{Context, Diff, Elem, Module, Response};
 use guc::{Setting, Unit, Value, VarType};
 use postgres_access::{quote_ident, quote_literal, simple_rows, Client, Login, LoginArgs};
@@ -29,6 +29,8 @@ ansible_module::options! {
         reset: Option<Vec<String>> = list(Elem::Str),
         /// `become_user`
         become_user: Option<String> = str().default("postgres"),
+        /// `restart_command`: the program and its arguments that restart PostgreSQL.
+        restart_command: Option<Vec<String>> = list(Elem::Str),
     }
     flatten {
         /// `login_*`, `connect_timeout`
@@ -578,7 +580,13 @@ fn conf_text(items: &[Item], value: impl Fn(&Item) -> &str) -> String {
         .collect()
 }
 
-fn response(items: &[Item], queries: &[String], changed: bool, check_mode: bool) -> Response {
+fn response(
+    items: &[Item],
+    queries: &[String],
+    changed: bool,
+    check_mode: bool,
+    note: &str,
+) -> Response {
     let pending: Vec<&str> = items
         .iter()
         .filter(|i| i.pending_restart)
@@ -608,6 +616,7 @@ fn response(items: &[Item], queries: &[String], changed: bool, check_mode: bool)
             pending.join(", ")
         ));
     }
+    msg.push_str(note);
     let settings: Map<String, serde_json::Value> = items
         .iter()
         .map(|i| (i.name.clone(), serde_json::to_value(i).unwrap_or_default()))
@@ -627,6 +636,81 @@ fn response(items: &[Item], queries: &[String], changed: bool, check_mode: bool)
         })
 }
 
+/// `restarted`, and `commands`: the restart command when it ran (in check mode, would run).
+fn with_restart(response: Response, ran: Option<&Cmd>, restarted: bool) -> Response {
+    let commands: Vec<String> = ran.iter().map(|c| c.display()).collect();
+    response
+        .field("restarted", restarted)
+        .field("commands", commands)
+}
+
+/// Run the restart command, wait for the server to accept connections again, and read each
+/// setting's `pending_restart` back: a restart after which a setting still waits for one failed.
+async fn restart_server(cmd: &Cmd, login: &Login, items: &mut [Item]) -> anyhow::Result<()> {
+    let waiting: Vec<String> = items
+        .iter()
+        .filter(|i| i.pending_restart)
+        .map(|i| i.name.clone())
+        .collect();
+    // pg_ctl leaves the new postmaster holding its output: wait for the command, not for them.
+    cmd.run_until_exit(Duration::from_secs(2)).map_err(|e| {
+        anyhow::anyhow!(
+            "restart_command: {e}; {} still wait for a restart",
+            waiting.join(", ")
+        )
+    })?;
+    let mut last = String::new();
+    let mut client = None;
+    for _ in 0..120 {
+        match login.connect().await {
+            Ok(c) => {
+                client = Some(c);
+                break;
+            }
+            Err(e) => last = one_line(&e.message),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let Some(client) = client else {
+        anyhow::bail!(
+            "restart_command: `{}` succeeded, but the server did not accept connections within \
+             60 s: {last}",
+            cmd.display()
+        );
+    };
+    let rows = query(
+        &client,
+        &format!(
+            "SELECT lower(name), pending_restart FROM pg_settings WHERE lower(name) IN ({})",
+            name_list(items.iter().map(|i| i.name.as_str()))
+        ),
+    )
+    .await?;
+    for row in rows {
+        let key = row.first().cloned().flatten().unwrap_or_default();
+        if let Some(item) = items
+            .iter_mut()
+            .find(|i| i.name.to_ascii_lowercase() == key)
+        {
+            item.pending_restart = row.get(1).cloned().flatten().as_deref() == Some("t");
+        }
+    }
+    let still: Vec<&str> = items
+        .iter()
+        .filter(|i| i.pending_restart)
+        .map(|i| i.name.as_str())
+        .collect();
+    if !still.is_empty() {
+        anyhow::bail!(
+            "restart_command: `{}` succeeded, but {} still wait for a restart (did it restart \
+             this server?)",
+            cmd.display(),
+            still.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// The Ansible module.
 pub struct PgAlterSystem;
 
@@ -638,10 +722,16 @@ impl Module for PgAlterSystem {
         let request = Request::new(args.settings.as_ref(), args.reset.as_deref())
             .map_err(anyhow::Error::msg)?;
         let login = Login::new(&args.login, None)?;
-        // Peer authentication wants the database user: a root module becomes that user first.
+        let restart = match args.restart_command.as_deref() {
+            None => None,
+            Some([]) => anyhow::bail!("restart_command: [] names no program"),
+            Some([program, rest @ ..]) => Some(Cmd::new(program).args(rest)),
+        };
+        // Peer authentication wants the database user: a root module becomes that user first
+        // (and the restart command runs as that user too).
         RunAs::become_option(args.become_user.as_deref())?;
         if request.items.is_empty() {
-            return Ok(response(&[], &[], false, ctx.check_mode));
+            return Ok(response(&[], &[], false, ctx.check_mode, ""));
         }
         postgres_access::block_on(async {
             let client = login
@@ -653,6 +743,7 @@ impl Module for PgAlterSystem {
                 Ok(items) => items,
                 Err(errors) => anyhow::bail!("{}; nothing was changed", errors.join("; ")),
             };
+            let restart = restart.as_ref();
             if ctx.check_mode {
                 let queries: Vec<String> = items
                     .iter()
@@ -664,14 +755,31 @@ impl Module for PgAlterSystem {
                             .then(|| "SELECT pg_reload_conf()".to_owned()),
                     )
                     .collect();
-                let changed = !queries.is_empty();
-                return Ok(response(&items, &queries, changed, true));
+                // A restart it would run (its settings wait for one) is a change too.
+                let restarts = restart.filter(|_| items.iter().any(|i| i.pending_restart));
+                let changed = !queries.is_empty() || restarts.is_some();
+                let note = restarts.map_or(String::new(), |c| {
+                    format!("; would restart PostgreSQL with `{}`", c.display())
+                });
+                let result = response(&items, &queries, changed, true, &note);
+                return Ok(with_restart(result, restarts, restarts.is_some()));
             }
             let applied = apply(&client, &mut items, ctx).await?;
-            let result = response(&items, &applied.queries, applied.changed, false);
-            Ok(match applied.error {
-                Some(error) => result.fail(error),
-                None => result,
+            if let Some(error) = applied.error {
+                let result = response(&items, &applied.queries, applied.changed, false, "");
+                return Ok(with_restart(result.fail(error), None, false));
+            }
+            let Some(cmd) = restart.filter(|_| items.iter().any(|i| i.pending_restart)) else {
+                let result = response(&items, &applied.queries, applied.changed, false, "");
+                return Ok(with_restart(result, None, false));
+            };
+            drop(client);
+            let restarted = restart_server(cmd, &login, &mut items).await;
+            let note = format!("; restarted PostgreSQL with `{}`", cmd.display());
+            let result = response(&items, &applied.queries, true, false, &note);
+            Ok(match restarted {
+                Ok(()) => with_restart(result, Some(cmd), true),
+                Err(e) => with_restart(result.fail(format!("{e:#}")), Some(cmd), false),
             })
         })?
     }
