@@ -124,6 +124,21 @@ def test_a_second_run_changes_nothing_and_check_diff_shows_no_secret(lab, ansibl
     assert_no_secret(out, lab_secrets(), "the --check --diff output")
 
 
+def test_the_data_node_play_runs_no_python_on_the_nodes(lab, ansible, converged):
+    """With the nodes' Python interpreter a path that does not exist, the data-node play still
+    runs, for real and in check mode, and changes nothing: every task on a node is one of this
+    collection's modules (run without Python) or runs on the controller."""
+    assert converged[0] == 0
+    no_python = ("--limit", "postgres_ha_nodes", "-e", "ansible_python_interpreter=/nonexistent/python3")
+    for mode in ((), ("--check", "--diff")):
+        rc, out = play(ansible, lab, *no_python, *mode)
+        assert rc == 0, (mode, out[-4000:])
+        hosts = recap(out)
+        assert set(hosts) == set(NODES), out[-2000:]
+        assert all(h["changed"] == 0 and h["failed"] == 0 for h in hosts.values()), (mode, out[-3000:])
+    assert "/nonexistent/python3" not in out, out[-3000:]
+
+
 def test_timers_are_enabled_with_their_randomized_delay(lab, converged):
     assert converged[0] == 0
     for host in NODES:
