@@ -278,10 +278,7 @@ impl Cmd {
 
     /// Run and return what it left, whatever its exit code.
     pub fn output(&self) -> Result<Output, CmdError> {
-        let spawn_err = |source| CmdError::Spawn {
-            command: self.display(),
-            source,
-        };
+        let spawn_err = |source| self.spawn_error(source);
         let mut child = self.command().spawn().map_err(spawn_err)?;
         self.feed(&mut child);
         let out = child.wait_with_output().map_err(spawn_err)?;
@@ -297,10 +294,7 @@ impl Cmd {
     /// behind holding its stdout and stderr (`pg_ctl start`, `pg_ctl restart`): [`Cmd::run`]
     /// would wait for the daemon to close them, forever.
     pub fn run_until_exit(&self, grace: std::time::Duration) -> Result<Output, CmdError> {
-        let spawn_err = |source| CmdError::Spawn {
-            command: self.display(),
-            source,
-        };
+        let spawn_err = |source| self.spawn_error(source);
         let mut child = self.command().spawn().map_err(spawn_err)?;
         self.feed(&mut child);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -361,6 +355,13 @@ impl Cmd {
                 command: self.display(),
                 output,
             })
+        }
+    }
+
+    fn spawn_error(&self, source: std::io::Error) -> CmdError {
+        CmdError::Spawn {
+            command: self.display(),
+            source,
         }
     }
 

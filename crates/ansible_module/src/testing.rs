@@ -32,7 +32,24 @@ pub fn run_with_args_file(binary: &str, args: &Value) -> (i32, Value) {
 /// Run a module binary as a program, with the arguments as JSON text on stdin; returns the exit
 /// code, the single JSON object it printed and what it wrote on stderr (progress lines).
 pub fn run_with_stdin(binary: &str, input: &str) -> (i32, Value, String) {
-    let mut child = Command::new(binary)
+    run_with_stdin_env(binary, input, &[])
+}
+
+/// [`run_with_stdin`] with these environment variables set (`Some`) or removed (`None`), as a
+/// systemd unit's `ExecStopPost=` runs a module with `$SERVICE_RESULT`.
+pub fn run_with_stdin_env(
+    binary: &str,
+    input: &str,
+    env: &[(&str, Option<&str>)],
+) -> (i32, Value, String) {
+    let mut command = Command::new(binary);
+    for (key, value) in env {
+        match value {
+            Some(v) => command.env(key, v),
+            None => command.env_remove(key),
+        };
+    }
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

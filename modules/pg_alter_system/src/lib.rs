@@ -551,6 +551,12 @@ async fn apply(client: &Client, items: &mut [Item], ctx: &mut Context) -> anyhow
              pending_restart may be stale",
         );
     }
+    read_pending(client, items).await?;
+    Ok(out)
+}
+
+/// Read each item's `pending_restart` back from `pg_settings`.
+async fn read_pending(client: &Client, items: &mut [Item]) -> anyhow::Result<()> {
     let names = items.iter().map(|i| i.name.as_str());
     let rows = query(
         client,
@@ -569,7 +575,7 @@ async fn apply(client: &Client, items: &mut [Item], ctx: &mut Context) -> anyhow
             item.pending_restart = row.get(1).cloned().flatten().as_deref() == Some("t");
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `name = 'value'` lines, as in `postgresql.auto.conf`.
@@ -678,23 +684,7 @@ async fn restart_server(cmd: &Cmd, login: &Login, items: &mut [Item]) -> anyhow:
             cmd.display()
         );
     };
-    let rows = query(
-        &client,
-        &format!(
-            "SELECT lower(name), pending_restart FROM pg_settings WHERE lower(name) IN ({})",
-            name_list(items.iter().map(|i| i.name.as_str()))
-        ),
-    )
-    .await?;
-    for row in rows {
-        let key = row.first().cloned().flatten().unwrap_or_default();
-        if let Some(item) = items
-            .iter_mut()
-            .find(|i| i.name.to_ascii_lowercase() == key)
-        {
-            item.pending_restart = row.get(1).cloned().flatten().as_deref() == Some("t");
-        }
-    }
+    read_pending(&client, items).await?;
     let still: Vec<&str> = items
         .iter()
         .filter(|i| i.pending_restart)

@@ -180,26 +180,12 @@ fn metrics_of_a_missing_stanza_are_written_atomically_and_not_in_check_mode() {
 /// The module as a unit's `ExecStopPost=` runs it: settings on stdin, `$SERVICE_RESULT` set (or
 /// not, when `None`).
 fn run_as_stop_post(args: &Value, service_result: Option<&str>) -> (i32, Value) {
-    use std::io::Write as _;
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgbackrest_info"));
-    cmd.env_remove("SERVICE_RESULT");
-    if let Some(r) = service_result {
-        cmd.env("SERVICE_RESULT", r);
-    }
-    let mut child = cmd
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(args.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let value = serde_json::from_slice(&out.stdout).unwrap();
-    (out.status.code().unwrap_or(-1), value)
+    let (code, value, _) = ansible_module::testing::run_with_stdin_env(
+        env!("CARGO_BIN_EXE_pgbackrest_info"),
+        &args.to_string(),
+        &[("SERVICE_RESULT", service_result)],
+    );
+    (code, value)
 }
 
 fn listing(dir: &std::path::Path) -> Vec<String> {
