@@ -343,19 +343,11 @@ impl Cmd {
                 .map(|b| String::from_utf8_lossy(&b).into_owned())
                 .unwrap_or_default()
         };
-        let output = Output {
+        self.require_success(Output {
             code: status.code(),
             stdout: text(0),
             stderr: text(1),
-        };
-        if output.success() {
-            Ok(output)
-        } else {
-            Err(CmdError::Failed {
-                command: self.display(),
-                output,
-            })
-        }
+        })
     }
 
     fn spawn_error(&self, source: std::io::Error) -> CmdError {
@@ -416,7 +408,11 @@ impl Cmd {
 
     /// Run and require exit code 0.
     pub fn run(&self) -> Result<Output, CmdError> {
-        let output = self.output()?;
+        self.require_success(self.output()?)
+    }
+
+    /// `output` when its exit code is 0, a [`CmdError::Failed`] otherwise.
+    fn require_success(&self, output: Output) -> Result<Output, CmdError> {
         if output.success() {
             Ok(output)
         } else {
