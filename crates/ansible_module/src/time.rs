@@ -1,6 +1,13 @@
 //! UTC calendar time without a time crate: modules name backup files (`2026-11-24@00:00:00`, as
 //! Ansible does) and date what they report.
 
+/// Seconds since the epoch now (0 before it, which a sane clock never is).
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// UTC `[year, month, day, hour, minute, second]` of `secs` seconds since the epoch (before it:
 /// the epoch).
 pub fn utc_fields(secs: i64) -> [i64; 6] {

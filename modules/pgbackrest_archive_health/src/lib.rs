@@ -116,7 +116,7 @@ impl Module for PgbackrestArchiveHealth {
             (true, true) => Some(check_continuity(&args, &stanza, &health, &mut run)?),
             _ => None,
         };
-        let now = now();
+        let now = ansible_module::time::now_secs();
         let prefix = &args.metrics_prefix;
         let mut files = Vec::new();
         if let Some(dir) = metrics_dir {
@@ -155,12 +155,6 @@ struct Run {
     queries: Vec<String>,
     role: Option<Role>,
     repo_error: Option<String>,
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn write(file: &Path, text: &str) -> anyhow::Result<()> {
@@ -362,7 +356,7 @@ fn check_continuity(
         start,
         current: a.current_segment,
         seg_size,
-        now: now(),
+        now: ansible_module::time::now_secs(),
         grace: args.continuity_grace,
     }))
 }

@@ -111,7 +111,7 @@ impl Module for PgbackrestInfo {
                     stanza_str(&stanza),
                     *t,
                     *outcome,
-                    now(),
+                    ansible_module::time::now_secs(),
                 );
                 ansible_module::fs::write_atomic(file, text.as_bytes(), &metrics_attrs())
                     .map_err(|e| anyhow::anyhow!("metrics_dir: writing the run record: {e}"))?;
@@ -197,7 +197,7 @@ fn write_metrics(
     stanzas: &[(String, Info)],
     check_mode: bool,
 ) -> anyhow::Result<(Vec<Value>, String)> {
-    let now = now();
+    let now = ansible_module::time::now_secs();
     let attrs = metrics_attrs();
     let mut files = Vec::new();
     for (name, info) in stanzas {
@@ -218,13 +218,6 @@ fn write_metrics(
         (n, false) => format!("; {n} metrics file(s) written to {}", dir.display()),
     };
     Ok((files, note))
-}
-
-/// Seconds since the epoch.
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Every metrics file: readable by node_exporter, whoever it runs as.
