@@ -1,6 +1,5 @@
 """The galaxy tarball: what it contains, what ansible-doc shows from it once installed offline,
-that a module binary built by the build step runs on an older glibc (Debian bullseye), and that
-the roles' filters pick the same build for a host as the modules' transport."""
+and that a module binary built by the build step runs on an older glibc (Debian bullseye)."""
 
 import json
 import os
@@ -120,60 +119,3 @@ def test_ansible_doc_shows_the_roles(ansible):
         spec = yaml.safe_load((role / "meta/argument_specs.yml").read_text())["argument_specs"]["main"]
         assert "ENTRY POINT: *main*" in text.stdout, text.stdout[:500]
         assert all(name in text.stdout for name in spec["options"]), text.stdout[:500]
-
-
-def test_ansible_doc_shows_the_filters(ansible):
-    for name in ("module_build", "probe_platform"):
-        shown = subprocess.run(["ansible-doc", "--json", "-t", "filter", f"veza.pgbackrest.{name}"], env=ansible.env,
-                               capture_output=True, text=True)
-        assert shown.returncode == 0 and "WARNING" not in shown.stderr, shown.stderr
-        assert json.loads(shown.stdout)[f"veza.pgbackrest.{name}"]["doc"]["name"] == name
-
-
-def _module_build(ansible, platform):
-    """(rc, msg or output) of `'pg_role_detect' | veza.pgbackrest.module_build(PLATFORM)` on the controller."""
-    expr = "{{ 'pg_role_detect' | veza.pgbackrest.module_build(%s) }}" % platform
-    rc, results, output = ansible.adhoc("ansible.builtin.debug", json.dumps({"msg": expr}))
-    return rc, results.get("localhost", {}).get("msg") if rc == 0 else output
-
-
-def test_module_build_is_the_build_the_transport_picks(ansible, collections_path):
-    root = collections_path / "ansible_collections/veza/pgbackrest"
-    modules = root / "plugins/modules"
-    rc, path = _module_build(ansible, "{'arch': 'x86_64', 'libc': 'glibc', 'libc_version': 2.31}")
-    assert (rc, path) == (0, str(root / "files/bin/x86_64-unknown-linux-gnu.2.17/pg_role_detect"))
-    # Unknown platform: the default build, which Ansible's normal path (the transport's fallback) runs.
-    assert _module_build(ansible, "none") == (0, str(modules / "pg_role_detect"))
-    rc, output = _module_build(ansible, "{'arch': 'riscv64', 'libc': 'glibc', 'libc_version': '2.36'}")
-    assert rc != 0 and ("veza.pgbackrest.pg_role_detect: no build for this target (riscv64, glibc 2.36); "
-                        "the collection has x86_64-unknown-linux-gnu.2.17") in output, output
-
-
-def test_roles_detect_this_host_as_the_transport_does(ansible, tmp_path):
-    """The roles' platform tasks (pgbackrest, tasks_from: platform) with nothing known yet run the
-    transport's probe; a module task run first gives its detection, and the probe is skipped."""
-    out = tmp_path / "platforms.json"
-    rc, output = ansible.playbook(f"""
-- hosts: localhost
-  gather_facts: false
-  connection: local
-  tasks:
-    - ansible.builtin.include_role: {{name: veza.pgbackrest.pgbackrest, tasks_from: platform}}
-    - ansible.builtin.set_fact: {{probed: "{{{{ pgbackrest_host_platform }}}}"}}
-    - veza.pgbackrest.pgbackrest_config: {{path: {tmp_path}/pgbackrest.conf, owner: root, group: root,
-                                           global: {{repo1-path: /var/lib/pgbackrest}}}}
-      check_mode: true
-      register: module_run
-    - ansible.builtin.include_role: {{name: veza.pgbackrest.pgbackrest, tasks_from: platform}}
-    - ansible.builtin.copy:
-        dest: {out}
-        content: "{{{{ {{'probed': probed, 'after_module': pgbackrest_host_platform,
-                      'probe_skipped': pgbackrest_platform_probe is skipped,
-                      'transport': module_run.veza_transport}} | to_json }}}}"
-""")
-    assert rc == 0, output
-    seen = json.loads(out.read_text())
-    libc_version = os.confstr("CS_GNU_LIBC_VERSION").split()[1]
-    here = {"arch": os.uname().machine, "libc": "glibc", "libc_version": libc_version}
-    assert seen["probed"] == seen["after_module"] == here
-    assert seen["probe_skipped"] and seen["transport"]["path"] == "fast"

@@ -83,8 +83,9 @@ def fire(lab, host, unit):
 
 
 @pytest.fixture(scope="module")
-def converged(lab, ansible):
-    """postgres_ha.yml over SSH, the first time: (rc, output)."""
+def converged(lab, ansible, drill_image):
+    """postgres_ha.yml over SSH, the first time: (rc, output). The drill host's play needs the
+    drill image in Incus (the lab inventory gives no image file)."""
     return play(ansible, lab)
 
 
