@@ -30,9 +30,8 @@ def vault_secrets(inventory):
     return [CANARIES.register(v, f"vault {inventory.name}") for v in values]
 
 
-#: The lab's secrets (cipher pass, S3 key pair), and the single-machine inventory's cipher pass.
+#: The lab's secrets (cipher pass, S3 key pair).
 LAB_SECRETS = vault_secrets(INVENTORY)
-LOCAL_LAB_SECRETS = vault_secrets(REPO / "playbooks" / "inventories" / "lab")
 
 
 def run(*args, check=True, timeout=600, **kw):
