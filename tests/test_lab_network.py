@@ -1,6 +1,7 @@
 """The lab of real hosts (scripts/lab): three Incus system containers on the lab's own isolated
 bridge, checked against the network rule while the lab is up, reached the way a playbook will
-reach them (Ansible over SSH as root with the lab's key), and checked for leftovers after destroy.
+reach them (Ansible over SSH as root with the lab's key), a data node with its Python purged that
+the pgbackrest role still converges, and checked for leftovers after destroy.
 
 The lab is the session's (conftest.py `lab`, shared with test_lab_hosts.py, which runs first): the
 tests read it in file order, the last one destroys it (the fixture destroys it again at the end,
@@ -14,6 +15,7 @@ import subprocess
 from pathlib import Path
 
 from lab import ADDR, LAB, NAMES, incus, parse_env, run
+from test_lab_hosts import play, recap
 
 BRIDGE = "vzlab0"
 PROFILE = "vz-lab"
@@ -171,6 +173,37 @@ def test_up_from_another_dir_is_refused_while_the_lab_exists(lab):
     proc = run(LAB, "up", other, check=False)
     assert proc.returncode != 0 and f"the lab is up from {lab.dir}" in proc.stderr
     assert run(LAB, "status", lab.dir, check=False).returncode == 0
+
+
+def test_a_node_without_python_converges_reruns_and_checks_unchanged(lab, ansible):
+    """A data node with no Python at all: python3 purged (a removal needs no mirror), then the
+    role's files, units and the modules' cache removed, so the data-node play has everything to
+    do again on a host with nothing to run a Python module with. It converges, a re-run changes
+    nothing, and so does --check --diff. The lab is destroyed next: no later test needs node2's
+    Python."""
+    node = "vz-lab-node2"
+    lab.ssh(node, "DEBIAN_FRONTEND=noninteractive apt-get remove --purge -y -q "
+                  "python3 python3-minimal python3.11 python3.11-minimal", timeout=300)
+    found = lab.ssh(node, "ls /usr/bin /usr/local/bin /bin /usr/sbin | grep '^python' || true").stdout
+    assert found.strip() == "", found
+    assert lab.ssh(node, "command -v python3 python", check=False).returncode != 0
+    lab.ssh(node, "set -e; cd /etc/systemd/system; for unit in $(ls pgbackrest-*.timer 2>/dev/null); do "
+                  "systemctl disable --now \"$unit\"; done; rm -f pgbackrest-*; systemctl daemon-reload; "
+                  "rm -rf /etc/pgbackrest/pgbackrest.conf /usr/local/lib/veza-pgbackrest /root/.ansible")
+    limit = ("--limit", node)
+    rc, out = play(ansible, lab, *limit)
+    assert rc == 0, out[-4000:]
+    hosts = recap(out)
+    assert set(hosts) == {node} and hosts[node]["failed"] == 0 and hosts[node]["changed"] > 0, out[-3000:]
+    assert lab.ssh(node, "stat -c '%U:%G %a' /etc/pgbackrest/pgbackrest.conf").stdout.split() == \
+        ["postgres:postgres", "640"]
+    assert lab.ssh(node, "systemctl is-enabled pgbackrest-full.timer").stdout.strip() == "enabled"
+    lab.ssh(node, "test -x /usr/local/lib/veza-pgbackrest/pg_role_detect")
+    for mode in ((), ("--check", "--diff")):
+        rc, out = play(ansible, lab, *limit, *mode)
+        assert rc == 0, (mode, out[-4000:])
+        assert recap(out)[node]["changed"] == 0, (mode, out[-3000:])
+    assert lab.ssh(node, "command -v python3", check=False).returncode != 0
 
 
 def test_destroy_leaves_no_lab_resource_behind(lab):
