@@ -3,6 +3,7 @@
 import grp
 import hashlib
 import json
+import os
 import shutil
 import pwd
 import random
@@ -312,6 +313,22 @@ def test_custom_template(binary, conf, tmp_path):
 def test_option_table_matches_the_installed_pgbackrest():
     generated = subprocess.run([REPO / "scripts" / "pgbackrest-options"], check=True, capture_output=True, text=True).stdout
     assert generated == (REPO / "crates/pgbackrest/src/options_table.rs").read_text()
+
+
+# A bare git mirror of https://github.com/pgbackrest/pgbackrest with its release tags.
+PGBACKREST_MIRROR = Path(os.environ.get("VEZA_PGBACKREST_MIRROR", "/work/.mirror/pgbackrest+pgbackrest/repo"))
+
+
+def test_option_releases_match_pgbackrests_definitions_of_each_release():
+    """option_releases.txt (what each release from 2.45 on changed in the options) regenerated
+    from pgBackRest's own definitions of each release tag; the generator also checks that the 2.45
+    definitions give exactly the rows probed from the installed binary."""
+    if not (PGBACKREST_MIRROR / "HEAD").exists():
+        pytest.skip(f"no pgBackRest git mirror at {PGBACKREST_MIRROR} (set VEZA_PGBACKREST_MIRROR): "
+                    "the committed option_releases.txt is used as it is")
+    generated = subprocess.run([REPO / "scripts" / "pgbackrest-options", "--releases", PGBACKREST_MIRROR],
+                               check=True, capture_output=True, text=True).stdout
+    assert generated == (REPO / "crates/pgbackrest/src/option_releases.txt").read_text()
 
 
 def test_kill_during_a_large_write_leaves_old_or_new_file(binary, conf):
