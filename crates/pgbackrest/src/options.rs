@@ -705,6 +705,8 @@ mod tests {
             Availability::Internal(_, v) if v == Version::new(2, 58, 0)
         ));
         assert!(matches!(at("stop-auto", "2.57"), Availability::Known(_)));
+        // Internal in 2.45 (so not in its help) and documented in 2.49: 2.45 reads it already.
+        assert_eq!(lookup("pg-version-force").unwrap().scope, Scope::Stanza);
     }
 
     #[test]
