@@ -151,6 +151,13 @@ HAND = [
     ("cfg-path-symlink-by-postgres", "pgbackrest_config", {"path": "{base}/hostile/pg-owned/pgbackrest.conf"},
      ["path", "pgbackrest.conf", "symbolic link"]),
     ("cfg-state-bogus", "pgbackrest_config", {"state": "gone"}, ["state", "gone"]),
+    ("cfg-version-injection", "pgbackrest_config", {"pgbackrest_version": "2.55\n[evil]"},
+     ["pgbackrest_version", "2.55\\n[evil]"]),
+    ("cfg-version-long", "pgbackrest_config", {"pgbackrest_version": "2." + "9" * 10_000}, ["pgbackrest_version"]),
+    ("cfg-version-option-newer", "pgbackrest_config", {"global": {"repo1-s3-requester-pays": True}},
+     ["repo1-s3-requester-pays", "needs pgBackRest 2.55 or later", "the target has 2.45"]),
+    ("cfg-pgbackrest-path-missing", "pgbackrest_config", {"pgbackrest_path": "{base}/no-such-pgbackrest"},
+     ["pgbackrest_path", "no-such-pgbackrest"]),
     # pgbackrest_stanza and pgbackrest_info: stanza names, timeouts, paths
     *[(f"{m}-stanza-{i}", m, {"stanza": name}, ["stanza", shown])
       for m in ("pgbackrest_stanza", "pgbackrest_info", "dr_drill")

@@ -3,9 +3,11 @@
 import grp
 import hashlib
 import json
+import os
 import shutil
 import pwd
 import random
+import re
 import signal
 import subprocess
 import time
@@ -312,6 +314,146 @@ def test_custom_template(binary, conf, tmp_path):
 def test_option_table_matches_the_installed_pgbackrest():
     generated = subprocess.run([REPO / "scripts" / "pgbackrest-options"], check=True, capture_output=True, text=True).stdout
     assert generated == (REPO / "crates/pgbackrest/src/options_table.rs").read_text()
+
+
+# A bare git mirror of https://github.com/pgbackrest/pgbackrest with its release tags.
+PGBACKREST_MIRROR = Path(os.environ.get("VEZA_PGBACKREST_MIRROR", "/work/.mirror/pgbackrest+pgbackrest/repo"))
+
+
+def test_option_releases_match_pgbackrests_definitions_of_each_release():
+    """option_releases.txt (what each release from 2.45 on changed in the options) regenerated
+    from pgBackRest's own definitions of each release tag; the generator also checks that the 2.45
+    definitions give exactly the rows probed from the installed binary."""
+    if not (PGBACKREST_MIRROR / "HEAD").exists():
+        pytest.skip(f"no pgBackRest git mirror at {PGBACKREST_MIRROR} (set VEZA_PGBACKREST_MIRROR): "
+                    "the committed option_releases.txt is used as it is")
+    generated = subprocess.run([REPO / "scripts" / "pgbackrest-options", "--releases", PGBACKREST_MIRROR],
+                               check=True, capture_output=True, text=True).stdout
+    assert generated == (REPO / "crates/pgbackrest/src/option_releases.txt").read_text()
+
+
+RELEASES = REPO / "crates/pgbackrest/src/option_releases.txt"
+
+
+def added_after_2_45():
+    """(release, option as written, stanza option) for each option option_releases.txt says a
+    release after 2.45 added that a configuration file may hold."""
+    base = {line.split()[0] for line in (REPO / "crates/pgbackrest/src/options_table.rs").read_text()
+            .split('pub const OPTIONS: &str = "\\\n', 1)[1].split('";', 1)[0].splitlines()}
+    added = []
+    for line in RELEASES.read_text().splitlines():
+        release, name, *flags = line.split()
+        if not release[0].isdigit() or release == "2.45" or flags in (["removed"], ["internal"]) or name in base \
+                or "command-line" in flags or any(a[1] == name for a in added):
+            continue
+        index = "repo" if "repo" in flags else "pg" if "pg" in flags else None
+        key = name.replace(f"{index}-", f"{index}1-", 1) if index else name
+        added.append((release, key, "stanza" in flags))
+    return added
+
+
+def test_the_installed_pgbackrest_knows_none_of_the_options_added_after_it():
+    """pgBackRest 2.45 itself calls every option the table says a later release added invalid, and
+    reads the one it dates from 2.45 (pg-version-force: internal there, documented in 2.49)."""
+    added = added_after_2_45()
+    assert ("2.55.0", "repo1-s3-requester-pays", False) in added and len(added) > 20, added
+    work = scratch_dir("vz-cfg-rel-")
+    try:
+        lines = "".join(f"{k}=1\n" for _, k, stanza in added if not stanza)
+        stanza = "".join(f"{k}=1\n" for _, k, stanza in added if stanza) + "pg-version-force=15\n"
+        (work / "c.conf").write_text(f"[global]\nlock-path={work}\nlog-path={work}\nrepo1-path={work}/repo\n"
+                                     f"{lines}[main]\npg1-path={work}/pg\n{stanza}")
+        proc = subprocess.run(["unshare", "-n", "pgbackrest", f"--config={work}/c.conf", "--stanza=main", "info"],
+                              capture_output=True, text=True, timeout=60)
+        invalid = set(re.findall(r"configuration file contains invalid option '([^']+)'", proc.stdout + proc.stderr))
+        assert invalid == {k for _, k, _ in added}, proc.stdout + proc.stderr
+        assert "2.45 pg-version-force string stanza\n" in RELEASES.read_text()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_an_option_newer_than_the_targets_pgbackrest_is_refused_naming_its_release(binary, conf):
+    """The module asks the installed pgBackRest (2.45) its version: every option a later release
+    added is refused, naming the option, its section, the release and the target's version."""
+    for release, key, stanza in added_after_2_45():
+        args = base_args(conf)
+        # Not "1": the value of an option named like a secret is masked everywhere in the result.
+        (args["stanzas"]["main"] if stanza else args["global"])[key] = "a-value-7Qz"
+        rc, out = run_module(binary, args)
+        section = "main" if stanza else "global"
+        shown = release[:-2] if release.endswith(".0") else release
+        assert rc == 1 and out["msg"].endswith(
+            f"{'stanzas.main' if stanza else 'global'}.{key}: option '{key}' in [{section}] "
+            f"needs pgBackRest {shown} or later (the target has 2.45)"), out["msg"]
+        assert not conf.exists()
+    args = base_args(conf)
+    args["global"].update({"priority": 5, "repo1-symlink": False})
+    rc, out = run_module(binary, {**args, "_ansible_check_mode": True})
+    assert rc == 1 and "global.priority: option 'priority' in [global] needs pgBackRest 2.58 or later " \
+        "(the target has 2.45)" in out["msg"] and "'repo1-symlink' in [global] needs pgBackRest 2.57" in out["msg"]
+    assert not conf.exists()
+
+
+def test_the_same_option_is_accepted_for_the_release_given_and_the_version_is_returned(binary, conf):
+    args = base_args(conf)
+    args["global"].update({"priority": 5, "archive-timeout": "5m", "backup-standby": "prefer"})
+    rc, out = run_module(binary, {**args, "pgbackrest_version": "2.58", "_ansible_check_mode": True,
+                                  "_ansible_diff": True})
+    assert rc == 0 and out["changed"] is True and not conf.exists(), out
+    assert "priority=5\n" in out["diff"]["after"]
+    rc, out = run_module(binary, {**args, "pgbackrest_version": "2.58"})
+    assert rc == 0 and out["changed"] is True, out
+    assert (out["pgbackrest_version"], out["pgbackrest_version_source"], out["commands"]) == ("2.58", "option", [])
+    text = conf.read_text()
+    assert "priority=5\n" in text and "archive-timeout=5m\n" in text and "backup-standby=prefer\n" in text
+    # 2.57 lacks priority; a time with a unit is 2.53's; prefer is 2.54's.
+    rc, out = run_module(binary, {**args, "pgbackrest_version": "2.52.1"})
+    assert rc == 1 and "needs pgBackRest 2.58 or later (pgbackrest_version is 2.52.1)" in out["msg"], out
+    assert "global.archive-timeout: '5m' is not a valid value of archive-timeout in [global] for pgBackRest " \
+        "2.52.1: expected a time in seconds" in out["msg"]
+    assert "'prefer' is not a valid value of backup-standby" not in out["msg"]  # a boolean in 2.52.1
+    assert "backup-standby is a boolean (y or n), got 'prefer'" in out["msg"], out["msg"]
+    assert conf.read_text() == text
+    # Without pgbackrest_version (or empty, the role's default): the target's own, 2.45.
+    rc, out = run_module(binary, {**base_args(conf), "pgbackrest_version": ""})
+    assert rc == 0 and (out["pgbackrest_version"], out["pgbackrest_version_source"]) == ("2.45", "target"), out
+    assert out["commands"] == ["pgbackrest version"]
+
+
+@pytest.mark.parametrize("version", ["2.5x", "v2.55", "2.55.1.1", "latest", "2", "2.55\n[evil]", "2.055"])
+def test_a_malformed_pgbackrest_version_is_refused_and_changes_nothing(binary, conf, version):
+    run_module(binary, base_args(conf))
+    before = state(conf)
+    for extra in ({}, {"_ansible_check_mode": True}, {"state": "absent"}):
+        rc, out = run_module(binary, {**base_args(conf), "pgbackrest_version": version, **extra})
+        assert rc == 1 and out["msg"].startswith("pgbackrest_version must be a pgBackRest release such as "
+                                                 "'2.54' or '2.54.2', got '"), out
+        assert state(conf) == before
+    assert sorted(p.name for p in conf.parent.iterdir()) == ["pgbackrest.conf"]
+
+
+def test_without_pgbackrest_installed_the_base_release_is_assumed_and_said(binary, conf, tmp_path):
+    empty = tmp_path / "empty-path"
+    empty.mkdir()
+    rc, out = run_module(binary, base_args(conf), env={"PATH": str(empty)})
+    assert rc == 0 and (out["pgbackrest_version"], out["pgbackrest_version_source"]) == ("2.45", "default"), out
+    assert any("pgBackRest is not installed on the target" in w and "set pgbackrest_version" in w
+               for w in out["warnings"]), out
+    args = base_args(conf)
+    args["global"]["priority"] = 5
+    rc, out = run_module(binary, args, env={"PATH": str(empty)})
+    assert rc == 1 and "needs pgBackRest 2.58 or later (pgBackRest is not installed on the target, so 2.45 " \
+        "is assumed; set pgbackrest_version)" in out["msg"], out
+    # An explicit path that is not there is a mistake, not a missing install.
+    before = state(conf)
+    rc, out = run_module(binary, {**base_args(conf), "pgbackrest_path": str(empty / "pgbackrest")})
+    assert rc == 1 and out["msg"].startswith(f"pgbackrest_path: could not run `{empty}/pgbackrest version`"), out
+    fake = tmp_path / "fake-pgbackrest"
+    fake.write_text("#!/bin/sh\necho 'not pgBackRest'\n")
+    fake.chmod(0o755)
+    rc, out = run_module(binary, {**base_args(conf), "pgbackrest_path": str(fake)})
+    assert rc == 1 and "did not print a pgBackRest version" in out["msg"] and "not pgBackRest" in out["msg"], out
+    assert state(conf) == before
 
 
 def test_kill_during_a_large_write_leaves_old_or_new_file(binary, conf):

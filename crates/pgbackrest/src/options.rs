@@ -4,9 +4,12 @@
 //! pgBackRest and checked against it by the system tests. Indexed options are stored without their
 //! index (`repo-path` stands for `repo1-path` ... `repo256-path`). Each has its value type, range
 //! and allowed values from pgBackRest's own option definitions, checked against the binary.
+//! [`lookup_at`] answers for another release, from what each release since changed
+//! ([`crate::releases`]): an option added later, removed, made internal, or with other facts.
 
 pub use crate::options_table::PGBACKREST_VERSION;
 use crate::options_table::{COMMANDS, OPTIONS};
+use crate::releases::{self, Version};
 
 /// Which index an option carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +69,21 @@ struct Row {
 
 /// The table's rows.
 fn rows() -> impl Iterator<Item = Row> {
-    OPTIONS.lines().map(|line| {
+    OPTIONS.lines().map(parse_row)
+}
+
+/// The rows of the base table and of every later release (an option may have several).
+fn all_rows() -> impl Iterator<Item = Row> {
+    rows().chain(
+        releases::changes()
+            .filter(|(_, rest)| !rest.ends_with(" removed") && !rest.ends_with(" internal"))
+            .map(|(_, rest)| parse_row(rest)),
+    )
+}
+
+/// One row from its line.
+fn parse_row(line: &'static str) -> Row {
+    {
         let mut words = line.split(' ');
         let mut row = Row {
             base: words.next().unwrap_or_default(),
@@ -106,7 +123,7 @@ fn rows() -> impl Iterator<Item = Row> {
             }
         }
         row
-    })
+    }
 }
 
 /// pgBackRest's commands.
@@ -134,6 +151,34 @@ pub struct OptionInfo {
     pub range: Option<(i64, i64)>,
     /// The values allowed, `|`-separated (`16KiB|32KiB` for a size, in its own spelling).
     pub allowed: Option<&'static str>,
+    /// Times are digits with a unit (`500ms`, `5m`; pgBackRest 2.53 on) rather than seconds with
+    /// an optional fraction (`0.5`).
+    pub time_units: bool,
+}
+
+/// What a release says about an option ([`lookup_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// The release has it.
+    Known(OptionInfo),
+    /// The release still reads it, but made it internal (undocumented) in this release.
+    Internal(OptionInfo, Version),
+    /// A later release added it: this one.
+    Later(Version),
+    /// This release (at or before the one asked about) removed it.
+    Removed(Version),
+    /// No release of the table has it.
+    Unknown,
+}
+
+impl Availability {
+    /// Its facts, where the release reads the option.
+    pub fn info(&self) -> Option<OptionInfo> {
+        match self {
+            Availability::Known(info) | Availability::Internal(info, _) => Some(*info),
+            _ => None,
+        }
+    }
 }
 
 impl OptionInfo {
@@ -146,6 +191,10 @@ impl OptionInfo {
             ValueType::Size => Some(parse_size(value).ok_or(
                 "a size (digits and an optional unit: b, k, kb, kib, m, mb, mib, \
                  g, gb, gib, t, tb, tib, p, pb, pib)",
+            )?),
+            ValueType::Time if self.time_units => Some(parse_time_units(value).ok_or(
+                "a time: digits with an optional unit ms, s, m, h, d or w \
+                 (such as 60, 500ms or 5m)",
             )?),
             ValueType::Time => {
                 Some(parse_time(value).ok_or("a time in seconds (such as 60 or 0.5)")?)
@@ -174,6 +223,7 @@ impl OptionInfo {
     /// A bound in the option's own syntax.
     fn shown(&self, n: i64) -> String {
         match self.kind {
+            ValueType::Time if self.time_units && n % 1000 != 0 => format!("{n}ms"),
             ValueType::Time if n % 1000 != 0 => format!("{}.{:03}", n / 1000, (n % 1000).abs()),
             ValueType::Time => (n / 1000).to_string(),
             ValueType::Size => size_shown(n),
@@ -249,6 +299,32 @@ fn parse_time(text: &str) -> Option<i64> {
     })
 }
 
+/// A time as pgBackRest 2.53 and later read it (`cfgParseTime`), in milliseconds: decimal digits,
+/// then an optional unit `ms`, `s` (the default), `m`, `h`, `d` or `w`, in any case.
+fn parse_time_units(text: &str) -> Option<i64> {
+    let lower = text.to_ascii_lowercase();
+    let (digits, ms) = [
+        ("ms", 1),
+        ("s", 1000),
+        ("m", 60_000),
+        ("h", 3_600_000),
+        ("d", 86_400_000),
+        ("w", 604_800_000),
+    ]
+    .iter()
+    .find_map(|(unit, ms)| Some((lower.strip_suffix(unit)?, *ms)))
+    .unwrap_or((&lower, 1000));
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // Saturating, as parse_time: out of every range rather than an overflow.
+    Some(
+        digits
+            .parse::<i64>()
+            .map_or(i64::MAX, |n| n.saturating_mul(ms)),
+    )
+}
+
 /// The compression levels pgBackRest 2.45 accepts for each `compress-type` (its
 /// `src/common/compress/*/compress.h`; `none` takes any level). It checks the level only once the
 /// type is known (`cfgLoadUpdateOption`), so the option table has no range for `compress-level`.
@@ -286,15 +362,62 @@ fn split_index(name: &str) -> Option<(String, Index, u16)> {
     None
 }
 
-/// Look an option up as it is written in a configuration file.
+/// Look an option up as it is written in a configuration file, in the base table (pgBackRest
+/// [`PGBACKREST_VERSION`]).
 pub fn lookup(name: &str) -> Option<OptionInfo> {
-    let row =
-        |base: &str, index: Option<Index>| rows().find(|r| r.base == base && r.index == index);
-    let (found, index) = match split_index(name) {
-        Some((base, kind, n)) => (row(&base, Some(kind)), Some((kind, n))),
-        None => (row(name, None), None),
+    lookup_at(name, releases::base()).info()
+}
+
+/// Look an option up as pgBackRest `at` reads it: the base table, then each change of a release
+/// up to `at` (a release older than the base is answered as the base; a newer one than the
+/// table knows as the newest).
+pub fn lookup_at(name: &str, at: Version) -> Availability {
+    let (base, index) = match split_index(name) {
+        Some((base, kind, n)) => (base, Some((kind, n))),
+        None => (name.to_owned(), None),
     };
-    found.map(|r| OptionInfo {
+    let matches = |r: &Row| r.base == base && r.index == index.map(|i| i.0);
+    // The row in effect at `at`, and since when it is internal, or the release that removed it.
+    let mut current: Option<(Row, Option<Version>)> = rows().find(matches).map(|r| (r, None));
+    let mut removed = None;
+    let mut later = None;
+    for (release, rest) in releases::changes() {
+        let gone = [" removed", " internal"]
+            .iter()
+            .find_map(|tail| Some((rest.strip_suffix(tail)?, *tail == " internal")));
+        if release > at {
+            if current.is_none() && later.is_none() && gone.is_none() {
+                later = Some(release).filter(|_| matches(&parse_row(rest)));
+            }
+            continue;
+        }
+        match gone {
+            Some((gone, internal)) if current.is_some_and(|(r, _)| r.base == gone) => {
+                if internal {
+                    current = current.map(|(r, _)| (r, Some(release)));
+                } else {
+                    current = None;
+                    removed = Some(release);
+                }
+            }
+            Some(_) => {}
+            None => {
+                let row = parse_row(rest);
+                if matches(&row) {
+                    current = Some((row, None));
+                    removed = None;
+                }
+            }
+        }
+    }
+    let Some((r, internal)) = current else {
+        return match (removed, later) {
+            (Some(release), _) => Availability::Removed(release),
+            (None, Some(release)) => Availability::Later(release),
+            (None, None) => Availability::Unknown,
+        };
+    };
+    let info = OptionInfo {
         base: r.base,
         index,
         scope: r.scope,
@@ -303,12 +426,21 @@ pub fn lookup(name: &str) -> Option<OptionInfo> {
         repeatable: r.repeatable,
         range: r.range,
         allowed: r.allowed,
-    })
+        time_units: releases::time_units_since().is_some_and(|since| at >= since),
+    };
+    match internal {
+        Some(release) => Availability::Internal(info, release),
+        None => Availability::Known(info),
+    }
 }
 
-/// Whether an option's value is a secret: the table says so, or its name looks like one.
+/// Whether an option's value is a secret: the table says so (for any release it knows), or its
+/// name looks like one.
 pub fn is_secret(name: &str) -> bool {
-    lookup(name).is_some_and(|o| o.secret) || looks_secret(name)
+    [releases::base(), releases::newest()]
+        .iter()
+        .any(|&at| lookup_at(name, at).info().is_some_and(|o| o.secret))
+        || looks_secret(name)
 }
 
 /// Names that look like secrets even where the table does not know them (newer pgBackRest
@@ -345,7 +477,7 @@ pub fn suggest(name: &str) -> Option<String> {
         Some((base, kind, n)) => (base, Some((kind, n))),
         None => (name.to_owned(), None),
     };
-    let best = rows()
+    let best = all_rows()
         .filter(|r| r.scope != Scope::CommandLine && r.index == prefix.map(|p| p.0))
         .map(|r| (distance(&stem, r.base), r.base))
         .min()?;
@@ -495,6 +627,94 @@ mod tests {
         assert!(is_secret_or_near("repo1-cipher-pas"));
         assert!(is_secret_or_near("repo2-s3-key-secre"));
         assert!(!is_secret_or_near("repo1-pth"));
+    }
+
+    fn at(name: &str, release: &str) -> Availability {
+        lookup_at(name, Version::parse(release).unwrap())
+    }
+
+    #[test]
+    fn options_added_after_the_base_release_are_known_from_their_release_on() {
+        // pgBackRest's release notes: "Add support for S3 requester pays" (2.55.0); SFTP
+        // repositories (2.46). Checked against config.yaml of release/2.54.2 and 2.55.0.
+        assert_eq!(
+            at("repo1-s3-requester-pays", "2.45"),
+            Availability::Later(Version::new(2, 55, 0))
+        );
+        assert_eq!(
+            at("repo2-s3-requester-pays", "2.54.2"),
+            Availability::Later(Version::new(2, 55, 0))
+        );
+        let known = at("repo2-s3-requester-pays", "2.55").info().unwrap();
+        assert_eq!(
+            (known.kind, known.index),
+            (ValueType::Bool, Some((Index::Repo, 2)))
+        );
+        assert_eq!(lookup("repo1-s3-requester-pays"), None);
+        assert_eq!(
+            at("repo1-sftp-host", "2.45"),
+            Availability::Later(Version::new(2, 46, 0))
+        );
+        let passphrase = at("repo1-sftp-private-key-passphrase", "2.59.1")
+            .info()
+            .unwrap();
+        assert!(passphrase.secret);
+        assert!(is_secret("repo3-sftp-private-key-passphrase"));
+        assert!(is_secret("repo1-s3-sse-customer-key"));
+        // An option no release has, and one with the wrong index, stay unknown.
+        assert_eq!(at("repo1-no-such-option", "2.59.1"), Availability::Unknown);
+        assert_eq!(at("s3-requester-pays", "2.59.1"), Availability::Unknown);
+        // A newer release than the table knows is answered as the newest.
+        assert!(at("repo1-s3-requester-pays", "3.0").info().is_some());
+    }
+
+    #[test]
+    fn facts_a_release_changed_apply_from_that_release_on() {
+        let check_at = |name: &str, release: &str, value: &str| {
+            at(name, release).info().unwrap().check_value(value)
+        };
+        assert!(check_at("repo1-type", "2.45", "sftp").is_err());
+        assert_eq!(check_at("repo1-type", "2.46", "sftp"), Ok(()));
+        // backup-standby=prefer from 2.54 (a boolean before).
+        assert_eq!(
+            at("backup-standby", "2.53.1").info().unwrap().kind,
+            ValueType::Bool
+        );
+        assert_eq!(check_at("backup-standby", "2.54.0", "prefer"), Ok(()));
+        assert_eq!(check_at("repo1-s3-key-type", "2.59", "process"), Ok(()));
+        assert!(check_at("repo1-s3-key-type", "2.58", "process").is_err());
+        // Times take units (and no fraction) from 2.53: cfgParseTime.
+        assert_eq!(check_at("archive-timeout", "2.52.1", "0.5"), Ok(()));
+        assert!(check_at("archive-timeout", "2.52.1", "5m").is_err());
+        assert_eq!(check_at("archive-timeout", "2.53", "5m"), Ok(()));
+        assert_eq!(check_at("archive-timeout", "2.53", "500MS"), Ok(()));
+        assert_eq!(check_at("archive-timeout", "2.53", "60"), Ok(()));
+        let err = check_at("archive-timeout", "2.53", "0.5").unwrap_err();
+        assert!(err.contains("digits with an optional unit"), "{err}");
+        let err = check_at("archive-timeout", "2.53", "99ms").unwrap_err();
+        assert_eq!(err, "within 100ms..86400");
+        assert!(check_at("archive-timeout", "2.53", "2d").is_err());
+        // Removed, and made internal (still read).
+        assert!(lookup("repo1-block-age-map").is_some());
+        assert_eq!(
+            at("repo1-block-age-map", "2.46"),
+            Availability::Removed(Version::new(2, 46, 0))
+        );
+        assert!(matches!(
+            at("stop-auto", "2.58"),
+            Availability::Internal(_, v) if v == Version::new(2, 58, 0)
+        ));
+        assert!(matches!(at("stop-auto", "2.57"), Availability::Known(_)));
+        // Internal in 2.45 (so not in its help) and documented in 2.49: 2.45 reads it already.
+        assert_eq!(lookup("pg-version-force").unwrap().scope, Scope::Stanza);
+    }
+
+    #[test]
+    fn typos_of_newer_options_get_a_suggestion() {
+        assert_eq!(
+            suggest("repo1-s3-requester-pay").as_deref(),
+            Some("repo1-s3-requester-pays")
+        );
     }
 
     #[test]

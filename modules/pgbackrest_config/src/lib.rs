@@ -1,7 +1,8 @@
 //! `pgbackrest_config`: render `/etc/pgbackrest/pgbackrest.conf`, validated, secret-safe, atomic.
 //!
 //! The configuration is given as data (`global`, `stanzas`, `command_sections`), validated
-//! against the option table of the installed pgBackRest version before anything is written
+//! against the options of the target's pgBackRest release (`pgbackrest_version`, or what
+//! `pgbackrest version` says; every release from 2.45 on is known) before anything is written
 //! (unknown or misplaced options, INI injection, incomplete S3/cipher/block settings, placeholder
 //! or weak secrets), rendered with tera (a built-in template, or the operator's own), compared
 //! with what is on disk (bytes, owner, group, mode) and written atomically. Secret values never
@@ -11,8 +12,10 @@ mod render;
 pub mod validate;
 
 use ansible_module::fs::{Attrs, FileState};
+use ansible_module::process::{Cmd, CmdError};
 use ansible_module::{Context, Diff, Kind, Module, Response};
 use anyhow::{bail, Context as _};
+use pgbackrest::releases::{self, Version};
 use serde_json::{json, Map, Value};
 use std::path::{Path, PathBuf};
 
@@ -55,8 +58,16 @@ ansible_module::options! {
         vars: Map<String, Value> = dict().default(json!({})).hide_value(),
         /// `min_cipher_pass_length`
         min_cipher_pass_length: i64 = int().default(20),
+        /// `pgbackrest_version`: the release to validate for (empty: ask the target's pgBackRest).
+        pgbackrest_version: Option<String> = str(),
+        /// `pgbackrest_path`
+        pgbackrest_path: String = str().default("pgbackrest"),
     }
 }
+
+/// `pgbackrest_path`'s default: found on PATH, and when it is not there, pgBackRest is taken to
+/// be not installed yet (rather than a typo in an explicit path, which fails).
+const DEFAULT_PGBACKREST: &str = "pgbackrest";
 
 /// The largest `min_cipher_pass_length` taken: a longer minimum is a typo.
 const MAX_CIPHER_PASS_LENGTH: i64 = 1024;
@@ -92,6 +103,7 @@ impl Module for PgbackrestConfig {
                 args.min_cipher_pass_length
             );
         }
+        let given = given_version(&args)?;
         let attrs = Attrs {
             owner: Some(args.owner.clone()),
             group: Some(args.group.clone()),
@@ -109,9 +121,85 @@ impl Module for PgbackrestConfig {
         let current = FileState::read(&args.path).map_err(|e| anyhow::anyhow!("path: {e}"))?;
         match args.state {
             State::Absent => absent(&args, current, ctx),
-            State::Present => present(&args, current, &attrs, ctx),
+            State::Present => present(&args, given, current, &attrs, ctx),
         }
     }
+}
+
+/// `pgbackrest_version`, when given (empty counts as not given: the role's default).
+fn given_version(args: &Args) -> anyhow::Result<Option<Version>> {
+    match args.pgbackrest_version.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => Version::parse(text).map(Some).ok_or_else(|| {
+            anyhow::anyhow!(
+                "pgbackrest_version must be a pgBackRest release such as '2.54' or '2.54.2', \
+                 got '{}'",
+                text.escape_default()
+            )
+        }),
+    }
+}
+
+/// The release to validate for, and the commands run to find it: `pgbackrest_version`, else
+/// `PGBACKREST_PATH version` on the target (read-only: it runs in check mode too), else, when
+/// the default `pgbackrest` is not on PATH (not installed yet), the table's base release, with a
+/// warning.
+fn target_release(
+    args: &Args,
+    given: Option<Version>,
+    ctx: &mut Context,
+) -> anyhow::Result<(validate::Release, Vec<String>)> {
+    if let Some(version) = given {
+        return Ok((
+            validate::Release::new(version, validate::Source::Option),
+            Vec::new(),
+        ));
+    }
+    let cmd = Cmd::new(&args.pgbackrest_path).arg("version");
+    let commands = vec![cmd.display()];
+    let release = match cmd.output() {
+        Ok(out) => match Version::from_output(&out.stdout).filter(|_| out.success()) {
+            Some(version) => validate::Release::new(version, validate::Source::Target),
+            None => bail!(
+                "pgbackrest_path: `{}` did not print a pgBackRest version ({}); \
+                 set pgbackrest_version to the release the target runs",
+                cmd.display(),
+                CmdError::Failed {
+                    command: cmd.display(),
+                    output: out
+                }
+            ),
+        },
+        Err(CmdError::Spawn { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound
+                && args.pgbackrest_path == DEFAULT_PGBACKREST =>
+        {
+            let base = releases::base();
+            ctx.warn(format!(
+                "pgBackRest is not installed on the target (no {DEFAULT_PGBACKREST} on PATH): \
+                 the configuration is checked against pgBackRest {base}, the oldest release \
+                 this module knows; set pgbackrest_version to the release that will read it"
+            ));
+            validate::Release::new(base, validate::Source::Default)
+        }
+        Err(e) => bail!("pgbackrest_path: {e}; set pgbackrest_version or pgbackrest_path"),
+    };
+    let version = release.version;
+    if version < releases::base() {
+        ctx.warn(format!(
+            "pgBackRest {version} is older than {}, the oldest release this module knows: the \
+             configuration is checked against {0}'s options, so one that {version} lacks is \
+             not refused",
+            releases::base()
+        ));
+    } else if version > releases::newest() {
+        ctx.warn(format!(
+            "pgBackRest {version} is newer than {}, the newest release this module knows: an \
+             option added since is refused as unknown",
+            releases::newest()
+        ));
+    }
+    Ok((release, commands))
 }
 
 /// `mode` as Ansible's file modules take it (`ansible_module::fs::octal_mode`).
@@ -122,11 +210,13 @@ fn parse_mode(mode: &Value) -> anyhow::Result<u32> {
 
 fn present(
     args: &Args,
+    given: Option<Version>,
     current: Option<FileState>,
     attrs: &Attrs,
     ctx: &mut Context,
 ) -> anyhow::Result<Response> {
-    let sections = validate::sections(args, ctx).map_err(|errors| {
+    let (release, commands) = target_release(args, given, ctx)?;
+    let sections = validate::sections(args, &release, ctx).map_err(|errors| {
         anyhow::anyhow!(
             "refusing to write {}: {}",
             args.path.display(),
@@ -191,10 +281,9 @@ fn present(
             sections.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         )
         .field("checksum", render::sha256_hex(text.as_bytes()))
-        .field(
-            "pgbackrest_version",
-            pgbackrest::options::PGBACKREST_VERSION,
-        )
+        .field("pgbackrest_version", release.version.to_string())
+        .field("pgbackrest_version_source", release.source.name())
+        .field("commands", commands)
         .diff(Diff {
             before: Value::String(masked_before),
             after: Value::String(masked_after),

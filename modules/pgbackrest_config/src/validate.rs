@@ -6,9 +6,61 @@
 use crate::render::Section;
 use crate::Args;
 use ansible_module::Context;
-use pgbackrest::options::{self, lookup, Scope, PGBACKREST_VERSION};
+use pgbackrest::options::{self, lookup_at, Availability, Scope, PGBACKREST_VERSION};
+use pgbackrest::releases::Version;
 use serde_json::{Map, Value};
 use std::collections::BTreeSet;
+
+/// Where the release a configuration is checked for came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `pgbackrest_version`.
+    Option,
+    /// `pgbackrest version` on the target.
+    Target,
+    /// pgBackRest is not installed on the target: the table's base release.
+    Default,
+}
+
+impl Source {
+    /// Its name in the result (`pgbackrest_version_source`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Option => "option",
+            Source::Target => "target",
+            Source::Default => "default",
+        }
+    }
+}
+
+/// The pgBackRest release a configuration is checked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    /// Its number.
+    pub version: Version,
+    /// Where it came from.
+    pub source: Source,
+}
+
+impl Release {
+    /// A release from a source.
+    pub fn new(version: Version, source: Source) -> Release {
+        Release { version, source }
+    }
+
+    /// What the refusals say about it: `the target has 2.45`.
+    fn said(&self) -> String {
+        match self.source {
+            Source::Option => format!("pgbackrest_version is {}", self.version),
+            Source::Target => format!("the target has {}", self.version),
+            Source::Default => format!(
+                "pgBackRest is not installed on the target, so {} is assumed; \
+                 set pgbackrest_version",
+                self.version
+            ),
+        }
+    }
+}
 
 /// Values that are placeholders or published examples, never real secrets (compared lowercased).
 const PLACEHOLDERS: &[&str] = &[
@@ -262,14 +314,18 @@ fn weak_secret(key: &str, value: &str, min_pass: usize) -> Option<String> {
     None
 }
 
-fn section(
-    name: &str,
-    kind: Kind,
-    place: &str,
-    body: &Value,
+/// What the sections are checked for, and what the checks found.
+struct Checker<'a> {
+    release: &'a Release,
     min_pass: usize,
-    errors: &mut Vec<String>,
-) -> Section {
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+fn section(name: &str, kind: Kind, place: &str, body: &Value, check: &mut Checker<'_>) -> Section {
+    let (min_pass, release) = (check.min_pass, check.release);
+    let version = release.version;
+    let (errors, warnings) = (&mut check.errors, &mut check.warnings);
     let mut out = Section {
         name: name.to_owned(),
         entries: Vec::new(),
@@ -296,14 +352,38 @@ fn section(
             ));
             continue;
         }
-        let Some(info) = lookup(key) else {
-            let hint = options::suggest(key)
-                .map(|s| format!("; did you mean '{s}'?"))
-                .unwrap_or_default();
-            errors.push(format!(
-                "{at}: unknown option '{key}' for pgBackRest {PGBACKREST_VERSION}{hint}"
-            ));
-            continue;
+        let info = match lookup_at(key, version) {
+            Availability::Known(info) => info,
+            Availability::Internal(info, since) => {
+                warnings.push(format!(
+                    "{at}: option '{key}' is internal from pgBackRest {since} on \
+                     (no longer documented; pgBackRest still reads it)"
+                ));
+                info
+            }
+            Availability::Later(since) => {
+                errors.push(format!(
+                    "{at}: option '{key}' in [{name}] needs pgBackRest {since} or later ({})",
+                    release.said()
+                ));
+                continue;
+            }
+            Availability::Removed(since) => {
+                errors.push(format!(
+                    "{at}: option '{key}' in [{name}] was removed in pgBackRest {since} ({})",
+                    release.said()
+                ));
+                continue;
+            }
+            Availability::Unknown => {
+                let hint = options::suggest(key)
+                    .map(|s| format!("; did you mean '{s}'?"))
+                    .unwrap_or_default();
+                errors.push(format!(
+                    "{at}: unknown option '{key}' for pgBackRest {version}{hint}"
+                ));
+                continue;
+            }
         };
         match (info.scope, kind) {
             (Scope::CommandLine, _) => {
@@ -335,7 +415,7 @@ fn section(
                         };
                         errors.push(format!(
                             "{at}: {shown} is not a valid value of {key} in [{name}] \
-                             for pgBackRest {PGBACKREST_VERSION}: expected {expected}"
+                             for pgBackRest {version}: expected {expected}"
                         ));
                     }
                 }
@@ -357,18 +437,25 @@ fn section(
     out
 }
 
-/// Validate and arrange the sections: `[global]`, `[global:cmd]`..., then each stanza followed by
-/// its `[stanza:cmd]` sections. Errors are all collected.
-pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<String>> {
-    let mut errors = Vec::new();
-    let min_pass = usize::try_from(args.min_cipher_pass_length).unwrap_or(0);
+/// Validate and arrange the sections for `release`: `[global]`, `[global:cmd]`..., then each
+/// stanza followed by its `[stanza:cmd]` sections. Errors are all collected.
+pub fn sections(
+    args: &Args,
+    release: &Release,
+    ctx: &mut Context,
+) -> Result<Vec<Section>, Vec<String>> {
+    let mut check = Checker {
+        release,
+        min_pass: usize::try_from(args.min_cipher_pass_length).unwrap_or(0),
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
     let mut out = vec![section(
         "global",
         Kind::Global,
         "global",
         &Value::Object(args.global.clone()),
-        min_pass,
-        &mut errors,
+        &mut check,
     )];
 
     let mut command_sections: Vec<(String, String, &Value)> = Vec::new();
@@ -381,7 +468,7 @@ pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<Stri
             {
                 command_sections.push((owner.to_owned(), header.clone(), body));
             }
-            _ => errors.push(format!(
+            _ => check.errors.push(format!(
                 "{place}: a command section is named GLOBAL_OR_STANZA:COMMAND \
                  with a pgBackRest command ({})",
                 options::commands().collect::<Vec<_>>().join(", ")
@@ -397,8 +484,7 @@ pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<Stri
             Kind::Global,
             &format!("command_sections.{header}"),
             body,
-            min_pass,
-            &mut errors,
+            &mut check,
         ));
     }
     let mut stanza_names: Vec<&String> = args.stanzas.keys().collect();
@@ -410,7 +496,7 @@ pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<Stri
     }
     for stanza in stanza_names {
         if stanza == "global" {
-            errors.push(
+            check.errors.push(
                 "stanzas: 'global' is not a stanza: pgBackRest reserves [global] for the options \
                  of every stanza (put them under global)"
                     .to_owned(),
@@ -418,7 +504,7 @@ pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<Stri
             continue;
         }
         if !valid_stanza(stanza) {
-            errors.push(format!(
+            check.errors.push(format!(
                 "stanzas: '{}' is not a valid stanza name \
                  (letters, digits, '-', '_', '.'; no brackets or ':')",
                 stanza.escape_default()
@@ -431,8 +517,7 @@ pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<Stri
                 Kind::Stanza,
                 &format!("stanzas.{stanza}"),
                 body,
-                min_pass,
-                &mut errors,
+                &mut check,
             ));
         }
         for (_, header, body) in command_sections
@@ -444,10 +529,17 @@ pub fn sections(args: &Args, ctx: &mut Context) -> Result<Vec<Section>, Vec<Stri
                 Kind::Stanza,
                 &format!("command_sections.{header}"),
                 body,
-                min_pass,
-                &mut errors,
+                &mut check,
             ));
         }
+    }
+    let Checker {
+        mut errors,
+        warnings,
+        ..
+    } = check;
+    for warning in warnings {
+        ctx.warn(warning);
     }
     check_repositories(&out, ctx, &mut errors);
     if errors.is_empty() {
@@ -589,7 +681,9 @@ mod tests {
             "backup": false,
             "template": null,
             "vars": {},
-            "min_cipher_pass_length": 20
+            "min_cipher_pass_length": 20,
+            "pgbackrest_version": null,
+            "pgbackrest_path": "pgbackrest"
         });
         for (k, val) in v.as_object().unwrap() {
             base[k] = val.clone();
@@ -598,7 +692,12 @@ mod tests {
     }
 
     fn check(v: Value) -> Result<Vec<Section>, Vec<String>> {
-        sections(&args(v), &mut Context::default())
+        check_at(v, "2.45")
+    }
+
+    fn check_at(v: Value, version: &str) -> Result<Vec<Section>, Vec<String>> {
+        let release = Release::new(Version::parse(version).unwrap(), Source::Target);
+        sections(&args(v), &release, &mut Context::default())
     }
 
     const PASS: &str = "Xq7-very-long-and-random-passphrase-9";
@@ -731,7 +830,8 @@ mod tests {
             "repo1-s3-region": "r",
             "repo1-s3-key-type": "auto"
         }}));
-        sections(&a, &mut ctx).unwrap();
+        let release = Release::new(Version::parse("2.45").unwrap(), Source::Option);
+        sections(&a, &release, &mut ctx).unwrap();
         assert_eq!(ctx.warnings().len(), 1);
         assert!(ctx.warnings()[0].contains("repo1-s3-uri-style=path"));
     }
@@ -846,6 +946,79 @@ mod tests {
         );
         assert!(check(json!({"global": {"compress-type": "zst", "compress-level": 22}})).is_ok());
         assert!(check(json!({"global": {"compress-type": "none", "compress-level": 99}})).is_ok());
+    }
+
+    #[test]
+    fn an_option_newer_than_the_target_is_refused_naming_the_release_that_added_it() {
+        let config = json!({
+            "global": {"repo1-path": "/r", "repo1-s3-requester-pays": true},
+            "command_sections": {"global:backup": {"backup-standby": "prefer"}}
+        });
+        let errors = check(config.clone()).unwrap_err();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(
+            errors[0],
+            "global.repo1-s3-requester-pays: option 'repo1-s3-requester-pays' in [global] \
+             needs pgBackRest 2.55 or later (the target has 2.45)"
+        );
+        assert!(
+            errors[1].contains("backup-standby is a boolean"),
+            "{errors:?}"
+        );
+        let s = check_at(config.clone(), "2.55.1").unwrap();
+        assert!(s[0]
+            .entries
+            .contains(&("repo1-s3-requester-pays".into(), vec!["y".into()])));
+        let errors = check_at(config, "2.54.2").unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("needs pgBackRest 2.55 or later (the target has 2.54.2)"));
+        // Removed, unknown in the target's release, and times with units from 2.53.
+        let errors = check_at(
+            json!({"global": {"repo1-block-age-map": {"1d": 2}}}),
+            "2.50",
+        )
+        .unwrap_err();
+        assert!(
+            errors[0].contains(
+                "option 'repo1-block-age-map' in [global] was removed in pgBackRest 2.46 \
+                 (the target has 2.50)"
+            ),
+            "{errors:?}"
+        );
+        let errors = check_at(json!({"global": {"repo1-retention-ful": 2}}), "2.59.1").unwrap_err();
+        assert!(errors[0].contains("unknown option 'repo1-retention-ful' for pgBackRest 2.59.1"));
+        assert!(check_at(json!({"global": {"archive-timeout": "5m"}}), "2.53").is_ok());
+        let errors = check_at(json!({"global": {"archive-timeout": "0.5"}}), "2.53").unwrap_err();
+        assert!(
+            errors[0].contains("for pgBackRest 2.53: expected a time: digits"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn an_option_made_internal_is_a_warning_and_the_source_is_named() {
+        let mut ctx = Context::default();
+        let release = Release::new(Version::parse("2.58").unwrap(), Source::Option);
+        let a = args(json!({"global": {"stop-auto": true}}));
+        sections(&a, &release, &mut ctx).unwrap();
+        assert_eq!(ctx.warnings().len(), 1);
+        assert!(ctx.warnings()[0].contains("'stop-auto' is internal from pgBackRest 2.58 on"));
+        let a = args(json!({"global": {"repo1-sftp-host": "h"}}));
+        for (source, said) in [
+            (Source::Option, "(pgbackrest_version is 2.45)"),
+            (
+                Source::Default,
+                "(pgBackRest is not installed on the target, so 2.45 is assumed",
+            ),
+        ] {
+            let release = Release::new(Version::parse("2.45").unwrap(), source);
+            let errors = sections(&a, &release, &mut Context::default()).unwrap_err();
+            assert!(
+                errors[0].contains("needs pgBackRest 2.46 or later"),
+                "{errors:?}"
+            );
+            assert!(errors[0].contains(said), "{errors:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,10 @@ fn arbitrary_arguments_are_refused_or_accepted_never_a_panic() {
         pgbackrest_config::validate::register_secrets(&args, &mut ctx);
         let _ = pgbackrest_config::validate::check_vars(&args);
         let _ = pgbackrest_config::validate::has_secrets(&args);
-        let _ = pgbackrest_config::validate::sections(&args, &mut ctx);
+        let release = pgbackrest_config::validate::Release::new(
+            pgbackrest::releases::base(),
+            pgbackrest_config::validate::Source::Default,
+        );
+        let _ = pgbackrest_config::validate::sections(&args, &release, &mut ctx);
     });
 }
