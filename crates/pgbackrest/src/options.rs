@@ -9,7 +9,7 @@
 
 pub use crate::options_table::PGBACKREST_VERSION;
 use crate::options_table::{COMMANDS, OPTIONS};
-use crate::releases::{self, Version};
+use crate::releases::{self, Change, Version};
 
 /// Which index an option carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,56 +74,53 @@ fn rows() -> impl Iterator<Item = Row> {
 
 /// The rows of the base table and of every later release (an option may have several).
 fn all_rows() -> impl Iterator<Item = Row> {
-    rows().chain(
-        releases::changes()
-            .filter(|(_, rest)| !rest.ends_with(" removed") && !rest.ends_with(" internal"))
-            .map(|(_, rest)| parse_row(rest)),
-    )
+    rows().chain(releases::changes().filter_map(|(_, change)| match change {
+        Change::Facts(row) => Some(parse_row(row)),
+        Change::Removed(_) | Change::Internal(_) => None,
+    }))
 }
 
 /// One row from its line.
 fn parse_row(line: &'static str) -> Row {
-    {
-        let mut words = line.split(' ');
-        let mut row = Row {
-            base: words.next().unwrap_or_default(),
-            index: None,
-            scope: Scope::Any,
-            kind: ValueType::Text,
-            secret: false,
-            repeatable: false,
-            range: None,
-            allowed: None,
-        };
-        for flag in words {
-            match flag {
-                "repo" => row.index = Some(Index::Repo),
-                "pg" => row.index = Some(Index::Pg),
-                "stanza" => row.scope = Scope::Stanza,
-                "command-line" => row.scope = Scope::CommandLine,
-                "bool" => row.kind = ValueType::Bool,
-                "int" => row.kind = ValueType::Int,
-                "size" => row.kind = ValueType::Size,
-                "time" => row.kind = ValueType::Time,
-                "path" => row.kind = ValueType::Path,
-                "enum" => row.kind = ValueType::Enum,
-                "list" => row.kind = ValueType::List,
-                "hash" => row.kind = ValueType::Hash,
-                "secret" => row.secret = true,
-                "multi" => row.repeatable = true,
-                _ => {
-                    if let Some(span) = flag.strip_prefix("range=") {
-                        row.range = span
-                            .split_once("..")
-                            .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
-                    } else if let Some(list) = flag.strip_prefix("allow=") {
-                        row.allowed = Some(list);
-                    }
+    let mut words = line.split(' ');
+    let mut row = Row {
+        base: words.next().unwrap_or_default(),
+        index: None,
+        scope: Scope::Any,
+        kind: ValueType::Text,
+        secret: false,
+        repeatable: false,
+        range: None,
+        allowed: None,
+    };
+    for flag in words {
+        match flag {
+            "repo" => row.index = Some(Index::Repo),
+            "pg" => row.index = Some(Index::Pg),
+            "stanza" => row.scope = Scope::Stanza,
+            "command-line" => row.scope = Scope::CommandLine,
+            "bool" => row.kind = ValueType::Bool,
+            "int" => row.kind = ValueType::Int,
+            "size" => row.kind = ValueType::Size,
+            "time" => row.kind = ValueType::Time,
+            "path" => row.kind = ValueType::Path,
+            "enum" => row.kind = ValueType::Enum,
+            "list" => row.kind = ValueType::List,
+            "hash" => row.kind = ValueType::Hash,
+            "secret" => row.secret = true,
+            "multi" => row.repeatable = true,
+            _ => {
+                if let Some(span) = flag.strip_prefix("range=") {
+                    row.range = span
+                        .split_once("..")
+                        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)));
+                } else if let Some(list) = flag.strip_prefix("allow=") {
+                    row.allowed = Some(list);
                 }
             }
         }
-        row
     }
+    row
 }
 
 /// pgBackRest's commands.
@@ -381,33 +378,29 @@ pub fn lookup_at(name: &str, at: Version) -> Availability {
     let mut current: Option<(Row, Option<Version>)> = rows().find(matches).map(|r| (r, None));
     let mut removed = None;
     let mut later = None;
-    for (release, rest) in releases::changes() {
-        let gone = [" removed", " internal"]
-            .iter()
-            .find_map(|tail| Some((rest.strip_suffix(tail)?, *tail == " internal")));
+    for (release, change) in releases::changes() {
         if release > at {
-            if current.is_none() && later.is_none() && gone.is_none() {
-                later = Some(release).filter(|_| matches(&parse_row(rest)));
+            if let (None, None, Change::Facts(row)) = (&current, later, change) {
+                later = Some(release).filter(|_| matches(&parse_row(row)));
             }
             continue;
         }
-        match gone {
-            Some((gone, internal)) if current.is_some_and(|(r, _)| r.base == gone) => {
-                if internal {
-                    current = current.map(|(r, _)| (r, Some(release)));
-                } else {
-                    current = None;
-                    removed = Some(release);
-                }
-            }
-            Some(_) => {}
-            None => {
-                let row = parse_row(rest);
+        match change {
+            Change::Facts(row) => {
+                let row = parse_row(row);
                 if matches(&row) {
                     current = Some((row, None));
                     removed = None;
                 }
             }
+            Change::Internal(name) if current.is_some_and(|(r, _)| r.base == name) => {
+                current = current.map(|(r, _)| (r, Some(release)));
+            }
+            Change::Removed(name) if current.is_some_and(|(r, _)| r.base == name) => {
+                current = None;
+                removed = Some(release);
+            }
+            Change::Internal(_) | Change::Removed(_) => {}
         }
     }
     let Some((r, internal)) = current else {

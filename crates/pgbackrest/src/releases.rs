@@ -100,11 +100,29 @@ pub fn time_units_since() -> Option<Version> {
     Version::parse(header("time-units"))
 }
 
-/// Each change, oldest release first: (release, `ROW` or `NAME removed` or `NAME internal`).
-pub(crate) fn changes() -> impl Iterator<Item = (Version, &'static str)> {
+/// What a release changed about one option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// `ROW`: the option's facts from this release on (added, or changed).
+    Facts(&'static str),
+    /// `NAME removed`.
+    Removed(&'static str),
+    /// `NAME internal`: still read, no longer documented.
+    Internal(&'static str),
+}
+
+/// Each change, oldest release first.
+pub(crate) fn changes() -> impl Iterator<Item = (Version, Change)> {
     lines().filter_map(|l| {
         let (release, rest) = l.split_once(' ')?;
-        Some((Version::parse(release)?, rest))
+        let change = if let Some(name) = rest.strip_suffix(" removed") {
+            Change::Removed(name)
+        } else if let Some(name) = rest.strip_suffix(" internal") {
+            Change::Internal(name)
+        } else {
+            Change::Facts(rest)
+        };
+        Some((Version::parse(release)?, change))
     })
 }
 
